@@ -133,7 +133,9 @@ class EaseGrid:
         """2-D longitude and latitude arrays (rows, cols) of a window's cell centres."""
         w = window or self.full
         rows, cols = np.meshgrid(
-            np.arange(w.row0, w.row0 + w.n_rows), np.arange(w.col0, w.col0 + w.n_cols), indexing="ij"
+            np.arange(w.row0, w.row0 + w.n_rows),
+            np.arange(w.col0, w.col0 + w.n_cols),
+            indexing="ij",
         )
         return self.rowcol_to_lonlat(rows, cols)
 
@@ -157,17 +159,16 @@ class EaseGrid:
         return Window(int(r0), int(c0), int(r1 - r0 + 1), int(c1 - c0 + 1))
 
     def tiles(self, window: Window | None = None, size: int = 256) -> Iterator[Window]:
-        """Fixed-size tiles (aligned to multiples of ``size`` from the grid origin) covering a
-        window, each clipped to the window."""
+        """Fixed-size tiles covering a window, starting at its upper-left corner (the last row
+        and column of tiles are clipped to the window). Cube chunks follow the same tiling."""
         w = window or self.full
         if size <= 0:
             raise GridError(f"tile size must be positive, got {size}")
-        for r in range((w.row0 // size) * size, w.row0 + w.n_rows, size):
-            for c in range((w.col0 // size) * size, w.col0 + w.n_cols, size):
-                r0, c0 = max(r, w.row0), max(c, w.col0)
-                r1 = min(r + size, w.row0 + w.n_rows)
-                c1 = min(c + size, w.col0 + w.n_cols)
-                yield Window(r0, c0, r1 - r0, c1 - c0)
+        for r in range(w.row0, w.row0 + w.n_rows, size):
+            for c in range(w.col0, w.col0 + w.n_cols, size):
+                n_r = min(size, w.row0 + w.n_rows - r)
+                n_c = min(size, w.col0 + w.n_cols - c)
+                yield Window(r, c, n_r, n_c)
 
     def land_mask(self, window: Window | None = None) -> np.ndarray:
         """Boolean land mask of a window: a cell is land when most of a 3 x 3 set of points

@@ -92,10 +92,24 @@ _ALL = [
     _s("smap_mean", "m3 m-3", 0, 0.7, "cube", "long-term mean SMAP soil moisture"),
     _s("precip_mean", "mm day-1", 0, 100, "cube", "long-term mean precipitation", "log_sqrt"),
     # targets
-    Variable("smap", "target", "m3 m-3", 0.0, 0.7, "smap",
-             "SMAP SPL3SMP_E soil moisture, daily mean of AM and PM"),  # fmt: skip
-    Variable("insitu", "target", "m3 m-3", 0.0, 0.7, "ismn",
-             "in-situ soil moisture near 5 cm, daily mean"),  # fmt: skip
+    Variable(
+        "smap",
+        "target",
+        "m3 m-3",
+        0.0,
+        0.7,
+        "smap",
+        "SMAP SPL3SMP_E soil moisture, daily mean of AM and PM",
+    ),  # fmt: skip
+    Variable(
+        "insitu",
+        "target",
+        "m3 m-3",
+        0.0,
+        0.7,
+        "ismn",
+        "in-situ soil moisture near 5 cm, daily mean",
+    ),  # fmt: skip
 ]
 
 REGISTRY: dict[str, Variable] = {v.name: v for v in _ALL}

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real-data folder (``GSM3_FIXTURES``, default ``../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixtures_dir() -> Path:
+    """The real-data fixture folder, from ``GSM3_FIXTURES`` or ``../shared/data``."""
+    return Path(os.environ.get("GSM3_FIXTURES", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    """The real-data fixture folder; skips the test when it is absent."""
+    path = fixtures_dir()
+    if not path.is_dir():
+        pytest.skip(f"real-data fixtures not found at {path} (set GSM3_FIXTURES)")
+    return path
