@@ -100,7 +100,7 @@ _ALL = [
         0.7,
         "smap",
         "SMAP SPL3SMP_E soil moisture, daily mean of AM and PM",
-    ),  # fmt: skip
+    ),
     Variable(
         "insitu",
         "target",
@@ -109,7 +109,7 @@ _ALL = [
         0.7,
         "ismn",
         "in-situ soil moisture near 5 cm, daily mean",
-    ),  # fmt: skip
+    ),
 ]
 
 REGISTRY: dict[str, Variable] = {v.name: v for v in _ALL}

@@ -1,0 +1,214 @@
+"""Run configuration: named profiles, a YAML file and ``GSM3_*`` environment overrides.
+
+Precedence, lowest first: the profile's defaults (``gsm3_ops/profiles/<name>.yaml``), the YAML
+file (``--config`` or ``GSM3_CONFIG``), then environment variables such as
+``GSM3_DATA_ROOT`` or ``GSM3_TRAINING__MAX_ITERATIONS`` (nested keys joined by ``__``).
+Unknown keys are errors; relative paths resolve against the working directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROFILES = ("demo", "global")
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment is unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegionConfig(_Strict):
+    """A lon/lat box; the deployment covers the grid cells that overlap it."""
+
+    lon_min: float = Field(ge=-180, le=180)
+    lat_min: float = Field(ge=-90, le=90)
+    lon_max: float = Field(ge=-180, le=180)
+    lat_max: float = Field(ge=-90, le=90)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegionConfig:
+        if not (self.lon_min < self.lon_max and self.lat_min < self.lat_max):
+            raise ValueError("region needs lon_min < lon_max and lat_min < lat_max")
+        return self
+
+
+class SourcesConfig(_Strict):
+    """Which source fills the inputs; ``synthetic`` is the embedded world."""
+
+    kind: Literal["synthetic", "real"] = "synthetic"
+    synthetic_seed: int = 42
+    synthetic_latency_days: int = Field(1, ge=0)
+
+
+class CubeConfig(_Strict):
+    """The data cube's pre-allocated time axis."""
+
+    start: dt.date = dt.date(2000, 1, 1)
+    end: dt.date = dt.date(2035, 12, 31)
+
+
+class ModelConfig(_Strict):
+    """The network; defaults are the GSM3 paper's."""
+
+    feature_set: str = "gsm3"
+    targets: tuple[str, ...] = ("smap", "insitu")
+    hidden_size: int = Field(256, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    product_target: str = "insitu"
+
+
+class TrainingConfig(_Strict):
+    """How a model is trained; defaults are the paper's (batch 128, 365-day sequences)."""
+
+    start: dt.date = dt.date(2016, 4, 1)
+    end: dt.date = dt.date(2020, 12, 31)
+    batch_size: int = Field(128, gt=0)
+    seq_len: int = Field(365, gt=0)
+    members: int = Field(1, gt=0)
+    max_iterations: int | None = Field(None, gt=0)
+    epochs: int = Field(300, gt=0)
+    optimizer: Literal["adadelta", "adam"] = "adadelta"
+    learning_rate: float = Field(1.0, gt=0)
+    insitu_share: float = Field(0.25, ge=0, le=1)
+    holdout_fraction: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+
+
+class InferenceConfig(_Strict):
+    """How a day is predicted."""
+
+    mode: Literal["step", "window"] = "step"
+    spinup_days: int = Field(365, gt=0)
+    tile_size: int = Field(256, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_cells: int = Field(65536, gt=0)
+    keep_recent_states: int = Field(3, ge=2)
+
+
+class ProductConfig(_Strict):
+    """The published product."""
+
+    start: dt.date = dt.date(2015, 4, 1)
+    version: str = "0.1.0"
+
+
+class Settings(BaseSettings):
+    """The whole resolved configuration of a deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GSM3_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    profile: Literal["demo", "global"] = "demo"
+    data_root: Path
+    publish_root: Path
+    grid: Literal["M09", "M36"] = "M09"
+    region: RegionConfig | None = None
+    sources: SourcesConfig = SourcesConfig()
+    cube: CubeConfig = CubeConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    inference: InferenceConfig = InferenceConfig()
+    product: ProductConfig = ProductConfig()
+
+    @field_validator("data_root", "publish_root")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which overrides the profile (both come as init).
+        return (env_settings, init_settings)
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML (what a run writes beside its outputs)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @property
+    def model_dir(self) -> Path:
+        """Where trained model bundles are cached."""
+        return self.data_root / "models"
+
+
+def _profile_defaults(name: str) -> dict[str, Any]:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+    text = resources.files("gsm3_ops.profiles").joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data)}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key {where!r} in {origin}"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"invalid config key {where!r} in {origin}: {err['msg']}{more}"
+
+
+def load_settings(path: Path | None = None, profile: str | None = None) -> Settings:
+    """Resolve the configuration from a profile, an optional YAML file and the environment.
+
+    Parameters
+    ----------
+    path
+        YAML file; defaults to ``$GSM3_CONFIG`` when set.
+    profile
+        Profile name; defaults to the file's ``profile`` key, then ``$GSM3_PROFILE``, then demo.
+    """
+    if path is None and os.environ.get("GSM3_CONFIG"):
+        path = Path(os.environ["GSM3_CONFIG"])
+    file_data = _read_yaml(Path(path)) if path is not None else {}
+    name = profile or file_data.get("profile") or os.environ.get("GSM3_PROFILE") or "demo"
+    data = _merge(_profile_defaults(str(name)), file_data)
+    data["profile"] = name
+    origin = f"config file {path}" if path is not None else f"profile {name!r}"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None

@@ -1,0 +1,83 @@
+"""Model inputs: normalisation statistics, input assembly and the NaN policy.
+
+Statistics follow hydroDL: after the registry's input transform, the mean and standard
+deviation of the values between the 10th and 90th percentiles. They are computed on training
+data only and stored in the model bundle; inference reuses them. Inputs still missing after
+normalisation become 0 (the training mean); targets stay NaN so the loss masks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from gsm3_ops import variables
+
+Stats = dict[str, dict[str, float]]
+
+
+class FeatureError(ValueError):
+    """Inputs that cannot be assembled (missing variable, no valid data)."""
+
+
+def trimmed_stats(values: np.ndarray, name: str) -> dict[str, float]:
+    """Mean and std of the 10-90 % trimmed, finite, transformed values of variable ``name``."""
+    v = variables.get(name).apply_transform(np.asarray(values, dtype=np.float64))
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise FeatureError(f"variable {name!r} has no valid value to compute statistics from")
+    lo, hi = np.percentile(v, [10, 90])
+    kept = v[(v >= lo) & (v <= hi)]
+    std = float(kept.std())
+    # A (near-)constant variable would blow up on division; keep it at scale 1.
+    return {"mean": float(kept.mean()), "std": std if std > 1e-6 else 1.0}
+
+
+def compute_stats(arrays: Mapping[str, np.ndarray]) -> Stats:
+    """Statistics for each named array (any shape)."""
+    return {name: trimmed_stats(a, name) for name, a in arrays.items()}
+
+
+def normalise(values: np.ndarray, name: str, stats: Stats) -> np.ndarray:
+    """Transform and z-score ``values`` of variable ``name`` with ``stats`` (float32)."""
+    s = stats[name]
+    v = variables.get(name).apply_transform(np.asarray(values, dtype=np.float32))
+    return ((v - s["mean"]) / s["std"]).astype(np.float32)
+
+
+def denormalise(values: np.ndarray, name: str, stats: Stats) -> np.ndarray:
+    """Invert :func:`normalise` for an untransformed variable (the targets)."""
+    if variables.get(name).transform != "none":
+        raise FeatureError(f"cannot invert the {variables.get(name).transform} transform")
+    s = stats[name]
+    return (np.asarray(values, dtype=np.float32) * s["std"] + s["mean"]).astype(np.float32)
+
+
+def assemble_inputs(
+    forcing: Mapping[str, np.ndarray],
+    static: Mapping[str, np.ndarray],
+    order_forcing: list[str],
+    order_static: list[str],
+    stats: Stats,
+) -> np.ndarray:
+    """Model inputs (locations, time, n_in) from forcings (time, locations) and statics
+    (locations,), normalised; statics are repeated along time; missing values become 0."""
+    missing = [n for n in order_forcing if n not in forcing] + [
+        n for n in order_static if n not in static
+    ]
+    if missing:
+        raise FeatureError(f"inputs missing from the data: {', '.join(missing)}")
+    n_time, n_loc = np.shape(forcing[order_forcing[0]])
+    out = np.empty((n_loc, n_time, len(order_forcing) + len(order_static)), dtype=np.float32)
+    for i, name in enumerate(order_forcing):
+        out[:, :, i] = normalise(forcing[name], name, stats).T
+    for j, name in enumerate(order_static):
+        out[:, :, len(order_forcing) + j] = normalise(static[name], name, stats)[:, None]
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def missing_input_mask(forcing: Mapping[str, np.ndarray], order_forcing: list[str]) -> np.ndarray:
+    """(time, locations) True where any forcing was missing (and was filled with 0)."""
+    return np.any([~np.isfinite(forcing[n]) for n in order_forcing], axis=0)

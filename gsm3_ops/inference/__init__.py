@@ -1,0 +1,1 @@
+"""Running a trained bundle over the grid: the engine and the LSTM state store."""

@@ -1,0 +1,74 @@
+"""Run every ensemble member over cells, in batches bounded by a memory budget.
+
+``advance`` runs a sequence of days from a given state (zero state when None) and returns the
+last day's outputs and the end state: one day from yesterday's state is ``step`` mode, the 365
+days up to a date from a zero state are ``window`` mode and also the cold-start spin-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gsm3_ops import variables
+from gsm3_ops.features import denormalise
+from gsm3_ops.model.bundle import Bundle
+
+States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was configured but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class Engine:
+    """A bundle on a device, with the number of cells run at once."""
+
+    bundle: Bundle
+    device: torch.device
+    batch_cells: int = 65536
+
+    @torch.no_grad()
+    def advance(self, x: np.ndarray, state: States | None) -> tuple[np.ndarray, States]:
+        """Run inputs ``x`` (cells, days, n_in) from ``state``.
+
+        Returns the last day's normalised outputs (member, cells, n_targets) and the end state.
+        """
+        n_cells = x.shape[0]
+        hidden = self.bundle.spec.hidden_size
+        members = self.bundle.members
+        out = np.empty((len(members), n_cells, len(self.bundle.spec.targets)), dtype=np.float32)
+        h_out = np.empty((len(members), n_cells, hidden), dtype=np.float32)
+        c_out = np.empty_like(h_out)
+        for lo in range(0, n_cells, self.batch_cells):
+            hi = min(lo + self.batch_cells, n_cells)
+            xb = torch.from_numpy(np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2))).to(self.device)
+            for m, net in enumerate(members):
+                s = None
+                if state is not None:
+                    s = tuple(
+                        torch.from_numpy(np.ascontiguousarray(a[m, lo:hi]))[None].to(self.device)
+                        for a in state
+                    )
+                y, (h, c) = net(xb, s)
+                out[m, lo:hi] = y[-1].float().cpu().numpy()
+                h_out[m, lo:hi] = h[0].float().cpu().numpy()
+                c_out[m, lo:hi] = c[0].float().cpu().numpy()
+        return out, (h_out, c_out)
+
+    def product(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean and spread (m3/m3) of the product target from normalised outputs."""
+        spec = self.bundle.spec
+        k = spec.targets.index(spec.product_target)
+        lo, hi = variables.PRODUCT_RANGE
+        values = np.clip(denormalise(outputs[..., k], spec.product_target, spec.stats), lo, hi)
+        sd = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(values[0])
+        return values.mean(axis=0), sd

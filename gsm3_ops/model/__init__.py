@@ -1,0 +1,1 @@
+"""The GSM3 network, its loss and its on-disk bundle."""

@@ -1,0 +1,131 @@
+"""A trained model bundle: ``member-<k>.safetensors`` per ensemble member and ``bundle.json``.
+
+Loading a bundle never executes code: weights are read with safetensors only, and a weight
+file that holds a pickle (a ``torch.save`` archive) is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from gsm3_ops.model.network import GSM3Net
+
+BUNDLE_JSON = "bundle.json"
+FORMAT_VERSION = 1
+
+
+class BundleError(RuntimeError):
+    """A bundle directory that is missing, incomplete, unsafe or inconsistent."""
+
+
+@dataclass
+class BundleSpec:
+    """Everything but the weights: architecture, inputs, normalisation and provenance."""
+
+    forcings: list[str]
+    statics: list[str]
+    targets: list[str]
+    hidden_size: int
+    dropout: float
+    stats: dict[str, dict[str, float]]  # variable -> {"mean", "std"} after its transform
+    grid: str
+    product_target: str
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def inputs(self) -> list[str]:
+        """Model input order: forcings then statics."""
+        return [*self.forcings, *self.statics]
+
+    def new_network(self) -> GSM3Net:
+        """An untrained network with this architecture."""
+        return GSM3Net(len(self.inputs), len(self.targets), self.hidden_size, self.dropout)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the spec and one network per ensemble member (in eval mode)."""
+
+    path: Path
+    spec: BundleSpec
+    members: list[GSM3Net]
+
+    @property
+    def bundle_id(self) -> str:
+        """A short content hash identifying this bundle (weights and spec)."""
+        return (self.path / "bundle.id").read_text().strip()
+
+
+def save_bundle(path: Path, spec: BundleSpec, members: list[GSM3Net]) -> Path:
+    """Write a bundle atomically: into a temporary directory, then renamed to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    digest = hashlib.sha256()
+    for k, net in enumerate(members):
+        weights = {name: t.detach().cpu().contiguous() for name, t in net.state_dict().items()}
+        save_file(weights, tmp / f"member-{k}.safetensors")
+        digest.update((tmp / f"member-{k}.safetensors").read_bytes())
+    text = json.dumps(asdict(spec) | {"members": len(members)}, indent=2)
+    (tmp / BUNDLE_JSON).write_text(text)
+    digest.update(text.encode())
+    (tmp / "bundle.id").write_text(digest.hexdigest()[:16] + "\n")
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _check_not_pickle(file: Path) -> None:
+    head = file.read_bytes()[:4]
+    # torch.save writes a zip archive ("PK") or a raw pickle (protocol byte 0x80).
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        raise BundleError(
+            f"{file} holds a pickle (torch.save archive), which could run code when loaded; "
+            "bundles accept safetensors weights only"
+        )
+
+
+def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle directory; networks are returned in eval mode on ``device``."""
+    path = Path(path)
+    meta_file = path / BUNDLE_JSON
+    if not meta_file.is_file():
+        raise BundleError(f"{path} is not a model bundle: {BUNDLE_JSON} is missing")
+    try:
+        meta = json.loads(meta_file.read_text())
+        n_members = int(meta.pop("members"))
+        spec = BundleSpec(**meta)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BundleError(f"{meta_file} is not a valid bundle description: {exc}") from None
+    if spec.format_version != FORMAT_VERSION:
+        raise BundleError(
+            f"{meta_file} has format {spec.format_version}, expected {FORMAT_VERSION}"
+        )
+    members = []
+    for k in range(n_members):
+        file = path / f"member-{k}.safetensors"
+        if not file.is_file():
+            raise BundleError(f"bundle {path} lists {n_members} members but {file.name} is missing")
+        _check_not_pickle(file)
+        net = spec.new_network()
+        try:
+            net.load_state_dict(load_file(file))
+        except (SafetensorsError, RuntimeError) as exc:
+            raise BundleError(f"cannot load weights from {file}: {exc}") from None
+        members.append(net.to(device).eval())
+    return Bundle(path, spec, members)

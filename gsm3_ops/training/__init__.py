@@ -1,0 +1,1 @@
+"""Training the GSM3 model: sampling, splits and the training loop."""

@@ -1,0 +1,68 @@
+"""Random (location, window) batches, as in hydroDL, from grid cells and in-situ sites."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class TrainingData:
+    """Normalised training arrays.
+
+    ``x`` is (locations, time, n_in), ``y`` (locations, time, n_targets) with NaN where a
+    target is missing; ``is_site`` marks in-situ locations (the rest are grid cells).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    is_site: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.x.shape[:2] != self.y.shape[:2] or self.x.shape[0] != self.is_site.shape[0]:
+            raise ValueError(f"inconsistent shapes x{self.x.shape} y{self.y.shape}")
+
+
+def iterations_per_epoch(n_locations: int, n_time: int, batch_size: int, seq_len: int) -> int:
+    """hydroDL's rule: enough batches that each location-day is drawn with ~99 % probability."""
+    share = batch_size * seq_len / (n_locations * n_time)
+    if share >= 1:
+        return 1
+    return max(1, math.ceil(math.log(0.01) / math.log(1 - share)))
+
+
+class BatchSampler:
+    """Draws batches: a share from in-situ sites, the rest from grid cells, random windows."""
+
+    def __init__(
+        self, data: TrainingData, batch_size: int, seq_len: int, insitu_share: float, seed: int
+    ) -> None:
+        n_time = data.x.shape[1]
+        if n_time < seq_len:
+            raise ValueError(f"training period has {n_time} days, shorter than seq_len {seq_len}")
+        self.data, self.batch_size, self.seq_len = data, batch_size, seq_len
+        self.sites = np.flatnonzero(data.is_site)
+        self.cells = np.flatnonzero(~data.is_site)
+        if self.cells.size == 0 and self.sites.size == 0:
+            raise ValueError("no training locations")
+        n_sites = round(batch_size * insitu_share) if self.sites.size else 0
+        self.n_sites = n_sites if self.cells.size else batch_size
+        self.rng = np.random.default_rng([seed, 15485863])
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One batch: x (seq_len, batch, n_in) and y (seq_len, batch, n_targets), time-major."""
+        locs = np.concatenate(
+            [
+                self.rng.choice(self.sites, self.n_sites) if self.n_sites else [],
+                self.rng.choice(self.cells, self.batch_size - self.n_sites),
+            ]
+        ).astype(np.int64)
+        starts = self.rng.integers(0, self.data.x.shape[1] - self.seq_len + 1, self.batch_size)
+        steps = starts[:, None] + np.arange(self.seq_len)[None, :]
+        x = self.data.x[locs[:, None], steps]
+        y = self.data.y[locs[:, None], steps]
+        return np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(
+            y.transpose(1, 0, 2)
+        )
