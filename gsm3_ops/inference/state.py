@@ -35,8 +35,9 @@ class StateStore:
             root.attrs.update({"bundle_id": bundle_id, "shape": list(shape)})
         elif owner != bundle_id or list(root.attrs.get("shape", [])) != list(shape):
             raise StateError(
-                f"state store {self.path} belongs to bundle {owner} over {root.attrs.get('shape')}, "
-                f"not to bundle {bundle_id} over {list(shape)}; move it away to start a new one"
+                f"state store {self.path} belongs to bundle {owner} over "
+                f"{root.attrs.get('shape')}, not to bundle {bundle_id} over {list(shape)}; "
+                "move it away to start a new one"
             )
 
     def dates(self) -> list[dt.date]:

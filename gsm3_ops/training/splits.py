@@ -11,7 +11,7 @@ def random_holdout(n_locations: int, fraction: float, seed: int) -> np.ndarray:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
     rng = np.random.default_rng([seed, 7919])
     held = np.zeros(n_locations, dtype=bool)
-    held[rng.permutation(n_locations)[: int(round(fraction * n_locations))]] = True
+    held[rng.permutation(n_locations)[: round(fraction * n_locations)]] = True
     return held
 
 
