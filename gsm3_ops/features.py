@@ -29,6 +29,8 @@ def trimmed_stats(values: np.ndarray, name: str) -> dict[str, float]:
         raise FeatureError(f"variable {name!r} has no valid value to compute statistics from")
     lo, hi = np.percentile(v, [10, 90])
     kept = v[(v >= lo) & (v <= hi)]
+    if kept.size == 0:  # too few values to trim
+        kept = v
     std = float(kept.std())
     # A (near-)constant variable would blow up on division; keep it at scale 1.
     return {"mean": float(kept.mean()), "std": std if std > 1e-6 else 1.0}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gsm3_ops.model.network import GSM3Net
@@ -125,7 +125,7 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
         net = spec.new_network()
         try:
             net.load_state_dict(load_file(file))
-        except (SafetensorsError, RuntimeError) as exc:
+        except (SafetensorError, RuntimeError) as exc:
             raise BundleError(f"cannot load weights from {file}: {exc}") from None
         members.append(net.to(device).eval())
     return Bundle(path, spec, members)

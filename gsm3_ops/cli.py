@@ -1,0 +1,114 @@
+"""The ``gsm3-ops`` command line: parse, resolve the configuration, call a stage.
+
+Every error a user can fix (configuration, date, input) is one line on stderr and exit
+status 2, and nothing is written before the inputs are validated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gsm3_ops.config import ConfigError, Settings, load_settings
+from gsm3_ops.cube import CubeError
+from gsm3_ops.model.bundle import BundleError
+from gsm3_ops.ops.deployment import Deployment, RunError
+from gsm3_ops.ops.manifest import LockBusyError
+
+app = typer.Typer(
+    help="gsm3-ops: daily 9 km surface soil moisture from the GSM3 multitask LSTM.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+USER_ERRORS = (ConfigError, RunError, CubeError, BundleError, LockBusyError)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML configuration (default: $GSM3_CONFIG).")
+]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="Profile: demo or global.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or log lines.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"gsm3-ops: error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _settings(config: Path | None, profile: str | None) -> Settings:
+    try:
+        return load_settings(config, profile)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"--date {text!r} is not a date in the form YYYY-MM-DD") from None
+
+
+def _logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def run(
+    date: Annotated[
+        str | None, typer.Option("--date", help="Day to produce, YYYY-MM-DD (default: latest).")
+    ] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Produce and publish one day (default: the latest day the profile can serve)."""
+    from gsm3_ops.ops.pipeline import run_day
+
+    settings = _settings(config, profile)
+    day = _parse_date(date) if date else None
+    today = dt.date.today()
+    try:
+        dep = Deployment(settings)
+        day = day or dep.latest_day(today)
+        dep.check_day(day, today)
+        _logging(quiet)
+        result = run_day(dep, day, progress=not quiet)
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"day:      {result.day.isoformat()} ({result.seconds:.1f} s)")
+    typer.echo(f"cog:      {result.cog}")
+    typer.echo(f"zarr:     {result.product}")
+    typer.echo(f"manifest: {result.manifest}")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the bundle to.")],
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the profile's model ensemble and write a bundle directory."""
+    from gsm3_ops.ops.models import train_bundle
+
+    settings = _settings(config, profile)
+    try:
+        dep = Deployment(settings)
+        _logging(quiet)
+        cube = dep.open_cube()
+        path = train_bundle(dep, cube, out.resolve(), progress=not quiet)
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"bundle: {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Operations: the daily pipeline and what it needs around it (lock, manifests, model cache)."""

@@ -1,0 +1,91 @@
+"""A deployment: the configured grid, domain, land cells, source and stores, resolved once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from gsm3_ops.config import Settings
+from gsm3_ops.cube import Cube
+from gsm3_ops.grid import EaseGrid, Window, get_grid
+from gsm3_ops.sources.synthetic import SyntheticSource
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed for a reason the user can fix (date, configuration)."""
+
+
+@dataclass
+class Deployment:
+    """Everything a stage needs to know about where and from what the product is made."""
+
+    settings: Settings
+
+    @cached_property
+    def grid(self) -> EaseGrid:
+        """The product grid."""
+        return get_grid(self.settings.grid)
+
+    @cached_property
+    def domain(self) -> Window:
+        """The configured region's window, or the whole grid."""
+        r = self.settings.region
+        if r is None:
+            return self.grid.full
+        return self.grid.window_from_bbox(r.lon_min, r.lat_min, r.lon_max, r.lat_max)
+
+    @cached_property
+    def land(self) -> np.ndarray:
+        """Land mask of the domain."""
+        return self.grid.land_mask(self.domain)
+
+    @cached_property
+    def land_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """Domain-relative (rows, cols) of land cells, row-major."""
+        return np.nonzero(self.land)
+
+    @cached_property
+    def source(self) -> SyntheticSource:
+        """The configured source of every input."""
+        cfg = self.settings.sources
+        if cfg.kind != "synthetic":
+            raise RunError(
+                "the 'real' sources (ERA5, IMERG, MSWEP, MODIS, SMAP, ISMN) are not available "
+                "in this version of gsm3-ops; use the demo profile (sources.kind: synthetic)"
+            )
+        return SyntheticSource(seed=cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
+
+    @property
+    def cube_path(self) -> Path:
+        """``<data_root>/cube.zarr``."""
+        return self.settings.data_root / "cube.zarr"
+
+    def open_cube(self) -> Cube:
+        """Create or open the deployment's cube."""
+        c = self.settings.cube
+        tile = self.settings.inference.tile_size
+        return Cube.create(self.cube_path, self.grid, self.domain, c.start, c.end, tile)
+
+    def latest_day(self, today: dt.date) -> dt.date:
+        """The latest day the profile can serve as of ``today``."""
+        return self.source.latest_date(today)
+
+    def check_day(self, day: dt.date, today: dt.date) -> None:
+        """Raise :class:`RunError` when ``day`` cannot be produced."""
+        s = self.settings
+        lookback = s.inference.spinup_days if s.inference.mode == "step" else s.training.seq_len
+        first = max(
+            s.product.start,
+            self.source.first_date() + dt.timedelta(days=lookback),
+            s.cube.start + dt.timedelta(days=lookback),
+        )
+        last = min(self.latest_day(today), s.cube.end)
+        if not first <= day <= last:
+            raise RunError(
+                f"the {s.profile} profile can serve {first.isoformat()}..{last.isoformat()}, "
+                f"not {day.isoformat()}"
+            )

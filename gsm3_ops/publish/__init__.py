@@ -1,0 +1,1 @@
+"""Writers of the published product: Cloud-Optimized GeoTIFF and the product Zarr."""
