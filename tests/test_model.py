@@ -47,7 +47,7 @@ def test_weight_drop_gradients_reach_both_weight_matrices() -> None:
 def test_stepping_equals_whole_sequence() -> None:
     net = GSM3Net(4, 2, 16, 0.5).eval()
     x = torch.randn(12, 5, 4)
-    whole, (h, c) = net(x)
+    whole, (h, _) = net(x)
     state, outs = None, []
     for t in range(12):
         o, state = net(x[t : t + 1], state)
@@ -95,7 +95,7 @@ def test_bundle_with_pickle_is_refused(tmp_path) -> None:
 
 
 def test_bundle_missing_member_or_json(tmp_path) -> None:
-    with pytest.raises(BundleError, match="bundle.json"):
+    with pytest.raises(BundleError, match=r"bundle\.json"):
         load_bundle(tmp_path)
     spec = _spec()
     save_bundle(tmp_path / "b", spec, [spec.new_network()])

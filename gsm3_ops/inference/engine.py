@@ -64,6 +64,20 @@ class Engine:
                 c_out[m, lo:hi] = c[0].float().cpu().numpy()
         return out, (h_out, c_out)
 
+    @torch.no_grad()
+    def series(self, x: np.ndarray) -> np.ndarray:
+        """Every day's normalised outputs (member, days, cells, n_targets) from a zero state:
+        hydroDL's whole-series prediction."""
+        members = self.bundle.members
+        n_cells, n_days = x.shape[:2]
+        out = np.empty((len(members), n_days, n_cells, len(self.bundle.spec.targets)), np.float32)
+        for lo in range(0, n_cells, self.batch_cells):
+            hi = min(lo + self.batch_cells, n_cells)
+            xb = torch.from_numpy(np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2))).to(self.device)
+            for m, net in enumerate(members):
+                out[m, :, lo:hi] = net(xb)[0].float().cpu().numpy()
+        return out
+
     def product(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ensemble mean and spread (m3/m3) of the product target from normalised outputs."""
         spec = self.bundle.spec

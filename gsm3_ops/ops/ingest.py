@@ -20,7 +20,9 @@ BLOCK_DAYS = 400
 def _missing_runs(cube: Cube, start: dt.date, end: dt.date) -> Iterator[tuple[dt.date, dt.date]]:
     """Contiguous runs (at most BLOCK_DAYS long) of days in start..end not yet ingested."""
     n_days = (end - start).days + 1
-    missing = [d for d in (start + dt.timedelta(i) for i in range(n_days)) if not _ingested(cube, d)]
+    missing = [
+        d for d in (start + dt.timedelta(i) for i in range(n_days)) if not _ingested(cube, d)
+    ]
     run: list[dt.date] = []
     for day in missing:
         if run and ((day - run[-1]).days != 1 or len(run) >= BLOCK_DAYS):

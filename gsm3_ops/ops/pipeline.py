@@ -103,7 +103,9 @@ def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[
         store.save(day, rows, cols, *state)
         store.prune(s.inference.keep_recent_states)
     mean, sd = engine.product(out)
-    flags = np.where(gaps, 1, 0).astype(np.uint8) | np.uint8(4 if spun < s.inference.spinup_days else 0)
+    flags = np.where(gaps, 1, 0).astype(np.uint8) | np.uint8(
+        4 if spun < s.inference.spinup_days else 0
+    )
     return _to_grid(dep, {"soil_moisture": mean, "soil_moisture_sd": sd, "quality_flag": flags})
 
 
@@ -134,7 +136,9 @@ def run_day(dep: Deployment, day: dt.date, progress: bool = True) -> RunResult:
             "inputs": f"{dep.source.name}:{dep.source.version(day)}",
             "units": "m3 m-3",
         }
-        write_day(product, day, layers, dep.grid, dep.domain, s.product.start, s.inference.tile_size)
+        write_day(
+            product, day, layers, dep.grid, dep.domain, s.product.start, s.inference.tile_size
+        )
         cog = write_cog(cog_path(s.publish_root, day.isoformat()), layers["soil_moisture"],
                         dep.grid, dep.domain, tags)  # fmt: skip
         mpath = manifest_path(s.publish_root, day)

@@ -64,15 +64,25 @@ def _block(
         fill = FLAG_FILL if name == "quality_flag" else np.nan
         arr = np.full((n, *window.shape), fill, dtype=value.dtype)
         arr[-1] = value
-        data[name] = xr.DataArray(arr, dims=("time", "y", "x"), attrs={**attrs, "grid_mapping": "crs"})
+        data[name] = xr.DataArray(
+            arr, dims=("time", "y", "x"), attrs={**attrs, "grid_mapping": "crs"}
+        )
     return xr.Dataset(
         data,
         coords={
             "time": ("time", days, {"standard_name": "time", "axis": "T"}),
             "y": ("y", grid.y_centres(window), _axis_attrs("y")),
             "x": ("x", grid.x_centres(window), _axis_attrs("x")),
-            "depth": ((), 0.025, {"standard_name": "depth", "units": "m", "positive": "down",
-                                  "long_name": "centre of the 0-5 cm layer"}),  # fmt: skip
+            "depth": (
+                (),
+                0.025,
+                {
+                    "standard_name": "depth",
+                    "units": "m",
+                    "positive": "down",
+                    "long_name": "centre of the 0-5 cm layer",
+                },
+            ),
             "crs": _grid_mapping(),
         },
         attrs={

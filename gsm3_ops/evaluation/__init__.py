@@ -1,0 +1,1 @@
+"""Judging the model: metrics on paired valid values."""
