@@ -119,12 +119,17 @@ class EaseGrid:
         x, y = _to_xy.transform(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
         return self.xy_to_rowcol(x, y)
 
-    def rowcol_to_lonlat(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Longitude and latitude (degrees) of cell centres."""
+    def _checked(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column as arrays; GridError when any lies outside the grid."""
         row = np.asarray(row)
         col = np.asarray(col)
         if np.any((row < 0) | (row >= self.n_rows) | (col < 0) | (col >= self.n_cols)):
             raise GridError(f"row/col outside the {self.name} grid {self.shape}")
+        return row, col
+
+    def rowcol_to_lonlat(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Longitude and latitude (degrees) of cell centres."""
+        row, col = self._checked(row, col)
         x = self.x0 + (col + 0.5) * self.cell_size
         y = self.y0 - (row + 0.5) * self.cell_size
         return _to_lonlat.transform(x, y)
@@ -141,34 +146,44 @@ class EaseGrid:
 
     def cell_bounds(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, ...]:
         """Projected bounds (xmin, ymin, xmax, ymax) in metres of cells."""
-        xmin = self.x0 + np.asarray(col) * self.cell_size
-        ymax = self.y0 - np.asarray(row) * self.cell_size
+        row, col = self._checked(row, col)
+        xmin = self.x0 + col * self.cell_size
+        ymax = self.y0 - row * self.cell_size
         return xmin, ymax - self.cell_size, xmin + self.cell_size, ymax
 
     def window_from_bbox(
         self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
     ) -> Window:
-        """Smallest window whose cells cover the lon/lat box (clipped to the grid)."""
+        """Smallest window whose cells cover the lon/lat box (clipped to the grid). A box edge
+        on a cell edge (within 1e-6 cell) does not pull in the neighbouring cell."""
         if not (lon_min < lon_max and lat_min < lat_max):
             raise GridError(f"empty lon/lat box ({lon_min}, {lat_min}, {lon_max}, {lat_max})")
         # Cylindrical: x depends on lon only and y on lat only, so the corners bound the box.
-        x, y = _to_xy.transform([lon_min, lon_max], [lat_max, lat_min])
-        x = np.clip(x, self.x0, self.x0 + self.n_cols * self.cell_size - 1e-6)
-        y = np.clip(y, self.y0 - self.n_rows * self.cell_size + 1e-6, self.y0)
-        (r0, r1), (c0, c1) = self.xy_to_rowcol(x, y)
-        return Window(int(r0), int(c0), int(r1 - r0 + 1), int(c1 - c0 + 1))
+        lats = np.clip([lat_min, lat_max], -90.0, 90.0)
+        (x_lo, x_hi), (y_lo, y_hi) = _to_xy.transform([lon_min, lon_max], lats)
+        # Box edges in cell units from the grid's upper-left corner, clipped to the grid.
+        c_lo, c_hi = np.clip(np.array([x_lo, x_hi]) - self.x0, 0, None) / self.cell_size
+        r_lo, r_hi = np.clip(self.y0 - np.array([y_hi, y_lo]), 0, None) / self.cell_size
+        c_lo, c_hi = min(c_lo, self.n_cols), min(c_hi, self.n_cols)
+        r_lo, r_hi = min(r_lo, self.n_rows), min(r_hi, self.n_rows)
+        if not (c_lo < c_hi and r_lo < r_hi):
+            raise GridError(
+                f"lon/lat box ({lon_min}, {lat_min}, {lon_max}, {lat_max}) "
+                f"does not overlap the {self.name} grid (longitudes wrap to -180..180; "
+                "boxes across the antimeridian are not supported)"
+            )
+        r0, c0 = _first_cell(r_lo, self.n_rows), _first_cell(c_lo, self.n_cols)
+        r1, c1 = max(_end_cell(r_hi), r0 + 1), max(_end_cell(c_hi), c0 + 1)
+        return Window(r0, c0, r1 - r0, c1 - c0)
 
     def tiles(self, window: Window | None = None, size: int = 256) -> Iterator[Window]:
         """Fixed-size tiles covering a window, starting at its upper-left corner (the last row
-        and column of tiles are clipped to the window). Cube chunks follow the same tiling."""
+        and column of tiles are clipped to the window). Cube chunks follow the same tiling.
+        A bad ``size`` raises GridError at the call, not at the first iteration."""
         w = window or self.full
         if size <= 0:
             raise GridError(f"tile size must be positive, got {size}")
-        for r in range(w.row0, w.row0 + w.n_rows, size):
-            for c in range(w.col0, w.col0 + w.n_cols, size):
-                n_r = min(size, w.row0 + w.n_rows - r)
-                n_c = min(size, w.col0 + w.n_cols - c)
-                yield Window(r, c, n_r, n_c)
+        return _tiles(w, size)
 
     def land_mask(self, window: Window | None = None) -> np.ndarray:
         """Boolean land mask of a window: a cell is land when most of a 3 x 3 set of points
@@ -185,6 +200,26 @@ class EaseGrid:
                 lon, lat = _to_lonlat.transform(*np.meshgrid(x, y))
                 votes += globe.is_land(np.clip(lat, -89.999, 89.999), lon).astype(np.int8)
         return votes >= 5
+
+
+def _tiles(w: Window, size: int) -> Iterator[Window]:
+    """The tiles of ``w`` (see ``EaseGrid.tiles``)."""
+    for r in range(w.row0, w.row0 + w.n_rows, size):
+        for c in range(w.col0, w.col0 + w.n_cols, size):
+            yield Window(r, c, min(size, w.row0 + w.n_rows - r), min(size, w.col0 + w.n_cols - c))
+
+
+_EDGE_TOL = 1e-6  # cells: round-off allowance when a box edge falls on a cell edge
+
+
+def _first_cell(edge: float, n: int) -> int:
+    """Index of the cell holding a box's low edge (in cell units)."""
+    return min(int(np.floor(edge + _EDGE_TOL)), n - 1)
+
+
+def _end_cell(edge: float) -> int:
+    """One past the index of the cell holding a box's high edge (in cell units)."""
+    return int(np.ceil(edge - _EDGE_TOL))
 
 
 _to_xy = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
