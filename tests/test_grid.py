@@ -18,7 +18,7 @@ from gsm3_ops.grid import CRS, M09, M36, EaseGrid, GridError, Window, get_grid
 TO_XY = Transformer.from_crs("EPSG:4326", "EPSG:6933", always_xy=True)
 SMAP_FILE = "smap_structure/SC_SPL3SMP_009_prefetch.nc4"
 LAND_FILE = "smap_structure/ease36land.nc"
-# Full-grid 36 km land mask vs ease36land.nc over the file's rows (35 S of it is Antarctica,
+# 36 km land mask vs ease36land.nc over the file's rows (it stops at 55.4 S: no Antarctica,
 # which the file leaves out). Observed: agreement 0.9932, IoU 0.9767, recall 0.9883,
 # precision 0.9881.
 MIN_LAND_AGREEMENT = 0.985
