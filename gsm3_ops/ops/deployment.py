@@ -77,7 +77,7 @@ class Deployment:
     def check_day(self, day: dt.date, today: dt.date) -> None:
         """Raise :class:`RunError` when ``day`` cannot be produced."""
         s = self.settings
-        lookback = s.inference.spinup_days if s.inference.mode == "step" else s.training.seq_len
+        lookback = s.inference.spinup_days
         first = max(
             s.product.start,
             self.source.first_date() + dt.timedelta(days=lookback),

@@ -80,8 +80,10 @@ def _previous_state(
         state = store.load(base, rows, cols)
         _, state, _ = _advance(dep, cube, engine, base + ONE_DAY, prev, state)
     else:
-        log.info("cold start: spinning up the LSTM state over %d days to %s", spinup, prev)
-        _, state, _ = _advance(dep, cube, engine, day - dt.timedelta(days=spinup), prev, None)
+        # Spin up over the days before ``day`` so that, with ``day``'s step, the state has
+        # seen ``spinup`` days: the same computation as window mode.
+        log.info("cold start: spinning up the LSTM state over %d days to %s", spinup - 1, prev)
+        _, state, _ = _advance(dep, cube, engine, day - dt.timedelta(days=spinup - 1), prev, None)
     store.save(prev, rows, cols, *state)
     return state, spinup
 
@@ -90,9 +92,9 @@ def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[
     s = dep.settings
     engine = Engine(bundle, pick_device(s.inference.device), s.inference.batch_cells)
     if s.inference.mode == "window":
-        start = day - dt.timedelta(days=s.training.seq_len - 1)
+        start = day - dt.timedelta(days=s.inference.spinup_days - 1)
         out, _, gaps = _advance(dep, cube, engine, start, day, None)
-        spun = s.training.seq_len
+        spun = s.inference.spinup_days
     else:
         store = StateStore(
             s.data_root / "state.zarr", bundle.bundle_id, dep.domain.shape, s.inference.tile_size

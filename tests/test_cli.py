@@ -1,0 +1,63 @@
+"""The command line: help, and bad input giving one line, exit status 2 and no output."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from gsm3_ops.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "train"):
+        assert command in result.output
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSM3_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("GSM3_PUBLISH_ROOT", str(tmp_path / "pub"))
+    monkeypatch.delenv("GSM3_CONFIG", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--date", "2021-13-01"], "--date '2021-13-01' is not a date"),
+        (["run", "--date", "yesterday"], "--date 'yesterday' is not a date"),
+        (["run", "--date", "1990-01-01"], "not 1990-01-01"),
+        (["run", "--date", "2999-01-01"], "not 2999-01-01"),
+        (["run", "--profile", "mars"], "unknown profile 'mars'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, args, message) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert sorted(p.name for p in roots.iterdir()) == []
+
+
+def test_unknown_key_and_unreadable_file(roots) -> None:
+    bad = roots / "bad.yaml"
+    bad.write_text("inference: {moed: step}\n")
+    result = runner.invoke(app, ["run", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "unknown config key 'inference.moed'" in result.stderr
+    missing = runner.invoke(app, ["run", "--config", str(roots / "nope.yaml")])
+    assert missing.exit_code == 2 and "cannot read config file" in missing.stderr
+    assert sorted(p.name for p in roots.iterdir()) == ["bad.yaml"]
+    (roots / "dir.yaml").mkdir()
+    unreadable = runner.invoke(app, ["run", "--config", str(roots / "dir.yaml")])
+    assert unreadable.exit_code == 2 and "cannot read config file" in unreadable.stderr
+
+
+def test_global_profile_says_real_sources_are_missing(roots) -> None:
+    result = runner.invoke(app, ["run", "--profile", "global", "--date", "2021-01-01"])
+    assert result.exit_code == 2
+    assert "'real' sources" in result.stderr

@@ -1,0 +1,118 @@
+"""`gsm3-ops run` end to end on a tiny demo-like configuration (same code path as the demo)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import yaml
+
+from gsm3_ops.config import load_settings
+from gsm3_ops.grid import M09
+from gsm3_ops.ops.deployment import Deployment, RunError
+from gsm3_ops.ops.pipeline import run_day
+from gsm3_ops.publish.cog import validate_cog
+
+DAY = dt.date(2020, 3, 1)
+
+TINY = {
+    # A coastal window near Mombasa: land and Indian Ocean.
+    "region": {"lon_min": 39.0, "lat_min": -4.6, "lon_max": 40.0, "lat_max": -3.6},
+    "model": {"hidden_size": 16},
+    "training": {
+        "start": "2019-06-01", "end": "2019-12-31", "seq_len": 60, "batch_size": 16,
+        "members": 2, "max_iterations": 4, "holdout_fraction": 0.2,
+    },
+    "inference": {"spinup_days": 60, "tile_size": 8},
+    "product": {"start": "2020-01-01"},
+}  # fmt: skip
+
+
+def _config(tmp: Path) -> Path:
+    path = tmp / "tiny.yaml"
+    path.write_text(
+        yaml.safe_dump({**TINY, "data_root": str(tmp / "data"), "publish_root": str(tmp / "pub")})
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    dep = Deployment(load_settings(_config(tmp)))
+    t0 = time.perf_counter()
+    result = run_day(dep, DAY, progress=False)
+    return dep, result, time.perf_counter() - t0
+
+
+def test_outputs_are_valid_and_agree(first_run) -> None:
+    dep, result, _ = first_run
+    valid, errors, _ = validate_cog(result.cog)
+    assert valid, errors
+    ds = xr.open_zarr(result.product, consolidated=False)
+    sm = ds.soil_moisture.sel(time=str(DAY)).values
+    land = M09.land_mask(dep.domain)
+    assert land.any() and (~land).any()
+    assert np.isfinite(sm[land]).all() and np.isnan(sm[~land]).all()
+    assert sm[land].min() >= 0 and sm[land].max() <= 0.6
+    assert np.nanstd(sm) > 0  # spatial structure, not a constant
+    with rasterio.open(result.cog) as src:
+        assert src.crs.to_epsg() == 6933
+        assert src.transform.almost_equals(M09.transform(dep.domain))
+        np.testing.assert_array_equal(src.read(1), sm)
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["status"] == "complete" and manifest["date"] == DAY.isoformat()
+    assert Path(manifest["config"]).is_file()
+
+
+def test_rerun_is_identical_and_uses_the_cached_model(first_run) -> None:
+    dep, result, first_seconds = first_run
+    before = xr.open_zarr(result.product, consolidated=False).load()
+    cog_bytes = result.cog.read_bytes()
+    again = run_day(dep, DAY, progress=False)
+    after = xr.open_zarr(again.product, consolidated=False).load()
+    assert list(after.indexes["time"].date).count(DAY) == 1
+    xr.testing.assert_identical(before, after)
+    with rasterio.open(again.cog) as a:
+        data = a.read(1)
+    assert np.array_equal(data, before.soil_moisture.sel(time=str(DAY)).values, equal_nan=True)
+    assert len(cog_bytes) > 0
+    assert again.seconds < first_seconds
+
+
+def test_next_day_steps_from_stored_state(first_run) -> None:
+    dep, _, _ = first_run
+    nxt = run_day(dep, DAY + dt.timedelta(days=1), progress=False)
+    ds = xr.open_zarr(nxt.product, consolidated=False)
+    assert ds.indexes["time"][-1].date() == DAY + dt.timedelta(days=1)
+    a = ds.soil_moisture.sel(time=str(DAY)).values
+    b = ds.soil_moisture.sel(time=str(DAY + dt.timedelta(days=1))).values
+    assert not np.array_equal(a, b, equal_nan=True)
+
+
+def test_step_mode_agrees_with_window_mode(first_run, tmp_path) -> None:
+    dep, result, _ = first_run
+    settings = dep.settings.model_copy(deep=True)
+    settings.inference.mode = "window"
+    settings.publish_root = tmp_path / "pub-window"
+    window = run_day(Deployment(settings), DAY, progress=False)
+    step_sm = xr.open_zarr(result.product, consolidated=False).soil_moisture.sel(time=str(DAY))
+    win_sm = xr.open_zarr(window.product, consolidated=False).soil_moisture.sel(time=str(DAY))
+    # Cold start: 59 spin-up days then one step, versus one pass over the same 60 days.
+    np.testing.assert_allclose(step_sm.values, win_sm.values, atol=1e-5)
+
+
+def test_days_the_profile_cannot_serve(first_run) -> None:
+    dep, _, _ = first_run
+    today = dt.date(2024, 6, 1)
+    with pytest.raises(RunError, match=r"can serve 2020-01-01\.\.2024-05-31"):
+        dep.check_day(dt.date(2019, 12, 31), today)
+    with pytest.raises(RunError, match="not 2024-06-01"):
+        dep.check_day(today, today)
+    dep.check_day(dt.date(2024, 5, 31), today)
