@@ -27,7 +27,12 @@ class CellSet:
 
 
 def read_cells(
-    cube: Cube, forcings: list[str], statics: list[str], start: dt.date, end: dt.date, cells: CellSet
+    cube: Cube,
+    forcings: list[str],
+    statics: list[str],
+    start: dt.date,
+    end: dt.date,
+    cells: CellSet,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Forcings (time, cells) and statics (cells,) at ``cells`` from the cube."""
     ds = cube.read("forcing", forcings, start, end)
@@ -52,7 +57,9 @@ def build_training_data(
     smap = smap[:, cells.rows, cells.cols]
     insitu = cube.read_insitu(start, end)
     # Sites inside the training cells; others (held out, sea, elsewhere) are left out.
-    where = {(int(r), int(c)): k for k, (r, c) in enumerate(zip(cells.rows, cells.cols, strict=True))}
+    where = {
+        (int(r), int(c)): k for k, (r, c) in enumerate(zip(cells.rows, cells.cols, strict=True))
+    }
     site_cell, site_rows = [], []
     for s in range(insitu.sizes["site"]):
         key = (int(insitu["row"][s]) - cells.row0, int(insitu["col"][s]) - cells.col0)
