@@ -17,12 +17,12 @@ log = logging.getLogger(__name__)
 BLOCK_DAYS = 400
 
 
-def _missing_runs(cube: Cube, start: dt.date, end: dt.date) -> Iterator[tuple[dt.date, dt.date]]:
+def _missing_runs(
+    cube: Cube, start: dt.date, end: dt.date, source: str
+) -> Iterator[tuple[dt.date, dt.date]]:
     """Contiguous runs (at most BLOCK_DAYS long) of days in start..end not yet ingested."""
-    n_days = (end - start).days + 1
-    missing = [
-        d for d in (start + dt.timedelta(i) for i in range(n_days)) if not _ingested(cube, d)
-    ]
+    days = (start + dt.timedelta(i) for i in range((end - start).days + 1))
+    missing = [d for d in days if not _ingested(cube, d, source)]
     run: list[dt.date] = []
     for day in missing:
         if run and ((day - run[-1]).days != 1 or len(run) >= BLOCK_DAYS):
@@ -48,7 +48,7 @@ def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> in
     ensure_static(dep, cube)
     src = dep.source
     n = 0
-    for a, b in _missing_runs(cube, start, end):
+    for a, b in _missing_runs(cube, start, end, src.name):
         log.info("ingesting %s..%s from %s", a, b, src.name)
         version = src.version(b)
         cube.write("smap", src.smap(dep.grid, dep.domain, a, b).to_dataset(), source=src.name,
@@ -65,5 +65,7 @@ def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return feature_set(dep.settings.model.feature_set)
 
 
-def _ingested(cube: Cube, day: dt.date) -> bool:
-    return cube.day_status(day) == "complete"
+def _ingested(cube: Cube, day: dt.date, source: str) -> bool:
+    """Complete, with the forcing (written last) recorded: a crash before it means redo."""
+    doc = cube.manifest(day)
+    return cube.day_status(day) == "complete" and f"forcing/{source}" in doc["entries"]
