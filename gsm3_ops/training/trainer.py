@@ -84,7 +84,7 @@ def train_member(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         elapsed = time.perf_counter() - t0
         bar.set_postfix(
             loss=f"{losses[-1]:.4f}", seq_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}"
