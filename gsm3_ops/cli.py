@@ -17,7 +17,7 @@ from gsm3_ops.config import ConfigError, Settings, load_settings
 from gsm3_ops.cube import CubeError
 from gsm3_ops.model.bundle import BundleError
 from gsm3_ops.ops.deployment import Deployment, RunError
-from gsm3_ops.ops.manifest import LockBusyError
+from gsm3_ops.ops.manifest import LockBusyError, run_lock
 
 app = typer.Typer(
     help="gsm3-ops: daily 9 km surface soil moisture from the GSM3 multitask LSTM.",
@@ -103,8 +103,8 @@ def train(
     try:
         dep = Deployment(settings)
         _logging(quiet)
-        cube = dep.open_cube()
-        path = train_bundle(dep, cube, out.resolve(), progress=not quiet)
+        with run_lock(settings.data_root):
+            path = train_bundle(dep, dep.open_cube(), out.resolve(), progress=not quiet)
     except USER_ERRORS as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"bundle: {path}")
