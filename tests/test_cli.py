@@ -61,3 +61,22 @@ def test_global_profile_says_real_sources_are_missing(roots) -> None:
     result = runner.invoke(app, ["run", "--profile", "global", "--date", "2021-01-01"])
     assert result.exit_code == 2
     assert "'real' sources" in result.stderr
+
+
+def test_train_writes_a_loadable_bundle(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from gsm3_ops.model.bundle import load_bundle
+    from tests.test_pipeline import TINY
+
+    monkeypatch.delenv("GSM3_CONFIG", raising=False)
+    config = tmp_path / "tiny.yaml"
+    roots = {"data_root": str(tmp_path / "data"), "publish_root": str(tmp_path / "pub")}
+    tiny = {**TINY, "training": {**TINY["training"], "members": 1, "max_iterations": 2}}
+    config.write_text(yaml.safe_dump({**tiny, **roots}))
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "b"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(tmp_path / "b")
+    assert len(bundle.members) == 1 and bundle.spec.hidden_size == 16
+    assert bundle.spec.training["period"] == ["2019-06-01", "2019-12-31"]
+    assert bundle.spec.training["held_out_cells"]["rows"]
