@@ -14,10 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,34 @@ import zarr
 from zarr.storage import LocalStore
 
 from gsm3_ops import variables as registry
+from gsm3_ops.cube_insitu import SITE_COORDS, InsituGroup, create_insitu_arrays
+from gsm3_ops.cube_layout import (
+    CUBE_FORMAT,
+    X_ATTRS,
+    Y_ATTRS,
+    Layout,
+    as_date,
+    check_dataset,
+    check_dims,
+    check_group,
+    check_label,
+    check_layout,
+    check_names,
+    check_window,
+    consolidate,
+    create_coord,
+    create_data_array,
+    days_of,
+    time_attrs,
+    time_index,
+    var_attrs,
+    window_of,
+)
 from gsm3_ops.cube_manifest import (
     CubeError,
     Manifests,
     checksum,
     file_lock,
-    sites_extent,
     status_of,
     window_extent,
 )
@@ -45,80 +65,15 @@ DEFAULT_START = date(2000, 1, 1)
 DEFAULT_END = date(2035, 12, 31)
 DEFAULT_TILE_SIZE = 256
 
-CUBE_FORMAT = 1
 DAILY_GROUPS = ("forcing", "smap")  # (time, y, x)
 GROUPS = (*DAILY_GROUPS, "static", "insitu")
-SITE_CHUNK = 1024
-INSITU_TIME_CHUNK = 366
-# Per-site coordinates of the insitu group: dtype and fill value; ``site`` is the site id.
-SITE_COORDS: dict[str, tuple[Any, Any]] = {
-    "site": (str, ""),
-    "lat": ("float64", np.nan),
-    "lon": ("float64", np.nan),
-    "row": ("int64", -1),
-    "col": ("int64", -1),
-    "network": (str, ""),
-    "region": (str, ""),
-}
 _COORD_NAMES = {"time", "y", "x", *SITE_COORDS}
-_OFF_GRID_TOL = 1e-4  # cells: coordinates further than this from a cell centre are off-grid
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What makes two cubes the same store: grid, domain, time axis and tiling."""
-
-    grid: str
-    domain: Window
-    start: date
-    end: date
-    tile_size: int
-
-    def attrs(self, grid: EaseGrid) -> dict[str, Any]:
-        """Root attributes of a store with this layout."""
-        d = self.domain
-        return {
-            "gsm3_cube_format": CUBE_FORMAT,
-            "title": "gsm3-ops data cube",
-            "grid": self.grid,
-            "grid_cell_size": grid.cell_size,
-            "grid_x0": grid.x0,
-            "grid_y0": grid.y0,
-            "crs": CRS,
-            "domain": window_extent(d.row0, d.col0, d.n_rows, d.n_cols),
-            "tile_size": self.tile_size,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "time_units": f"days since {self.start.isoformat()}",
-        }
-
-    @classmethod
-    def from_attrs(cls, attrs: dict[str, Any], path: Path) -> _Layout:
-        """The layout recorded in a store's root attributes."""
-        try:
-            return cls(
-                grid=str(attrs["grid"]),
-                domain=Window(**{k: int(v) for k, v in attrs["domain"].items()}),
-                start=date.fromisoformat(attrs["start"]),
-                end=date.fromisoformat(attrs["end"]),
-                tile_size=int(attrs["tile_size"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CubeError(f"cube {path} has damaged root attributes ({exc!r})") from None
-
-    def differences(self, other: _Layout) -> list[str]:
-        """Human-readable differences from ``other`` (this one being the existing store)."""
-        return [
-            f"{name}: existing {getattr(self, name)} != requested {getattr(other, name)}"
-            for name in ("grid", "domain", "start", "end", "tile_size")
-            if getattr(self, name) != getattr(other, name)
-        ]
 
 
 class Cube:
     """A data cube store; make one with :meth:`create` or :meth:`open`."""
 
-    def __init__(self, path: Path, grid: EaseGrid, layout: _Layout) -> None:
+    def __init__(self, path: Path, grid: EaseGrid, layout: Layout) -> None:
         self.path = path
         self.grid = grid
         self.domain = layout.domain
@@ -129,6 +84,7 @@ class Cube:
         self._store = LocalStore(path)
         self._manifests = Manifests(path.parent / "manifests" / "cube", path)
         self._arrays: dict[str, zarr.Array] = {}  # fixed-shape arrays only; insitu resizes
+        self._insitu = InsituGroup(path, grid, layout, self._store, self._manifests)
 
     def __repr__(self) -> str:
         return (
@@ -158,8 +114,8 @@ class Cube:
         Raises CubeError naming each difference when a cube with another layout is there.
         """
         path = Path(path)
-        layout = _Layout(grid.name, domain, _as_date(start), _as_date(end), int(tile_size))
-        _check_layout(grid, layout)
+        layout = Layout(grid.name, domain, as_date(start), as_date(end), int(tile_size))
+        check_layout(grid, layout)
         manifests_root = path.parent / "manifests" / "cube"
         with file_lock(manifests_root / ".metadata.lock"):
             if (path / "zarr.json").exists():
@@ -197,7 +153,7 @@ class Cube:
                 f"{path} is a Zarr store but not a gsm3 cube of format {CUBE_FORMAT} "
                 f"(gsm3_cube_format={attrs.get('gsm3_cube_format')!r})"
             )
-        layout = _Layout.from_attrs(attrs, path)
+        layout = Layout.from_attrs(attrs, path)
         try:
             grid = get_grid(layout.grid)
         except GridError as exc:
@@ -221,17 +177,19 @@ class Cube:
         source, version
             Recorded in each day's manifest (e.g. ``era5_land``, ``ERA5T``).
         """
-        self._check_group(group, DAILY_GROUPS)
-        _check_label(source, "source")
-        _check_label(version, "version")
-        _check_dataset(ds)
-        names = self._check_names(group, list(ds.data_vars))
+        check_group(group, DAILY_GROUPS)
+        check_label(source, "source")
+        check_label(version, "version")
+        check_dataset(ds)
+        names = check_names(group, list(ds.data_vars))
         if not names:
             raise CubeError(f"nothing to write into {group!r}: the dataset has no variables")
-        _check_dims(ds, names, ("time", "y", "x"))
-        window, orient = self._window_of(ds)
-        days = _days_of(ds)
-        t_index = np.array([self._time_index(d, "day") for d in days], dtype=np.int64)
+        check_dims(ds, names, ("time", "y", "x"))
+        window, orient = window_of(self.grid, self.domain, ds, self.path)
+        days = days_of(ds)
+        t_index = np.array(
+            [time_index(self._layout, d, "day", self.path) for d in days], dtype=np.int64
+        )
         order = np.argsort(t_index)
         days, t_index = [days[i] for i in order], t_index[order]
         rel = window.relative_to(self.domain)
@@ -268,14 +226,14 @@ class Cube:
 
     def write_static(self, ds: xr.Dataset, *, source: str, version: str) -> None:
         """Write (y, x) static variables into their region of the ``static`` group."""
-        _check_label(source, "source")
-        _check_label(version, "version")
-        _check_dataset(ds)
-        names = self._check_names("static", list(ds.data_vars))
+        check_label(source, "source")
+        check_label(version, "version")
+        check_dataset(ds)
+        names = check_names("static", list(ds.data_vars))
         if not names:
             raise CubeError("nothing to write into 'static': the dataset has no variables")
-        _check_dims(ds, names, ("y", "x"))
-        window, orient = self._window_of(ds)
+        check_dims(ds, names, ("y", "x"))
+        window, orient = window_of(self.grid, self.domain, ds, self.path)
         rel = window.relative_to(self.domain)
         arrays = {name: self._array("static", name, create=True) for name in names}
         path = self._manifests.static_path
@@ -296,53 +254,9 @@ class Cube:
         ``da`` needs a ``site`` coordinate (string ids) and, for sites new to the cube, ``lat``
         and ``lon`` coordinates along ``site`` (degrees); ``network`` and ``region`` are
         optional. ``row``/``col`` are derived from lat/lon and must fall inside the domain.
+        See :mod:`gsm3_ops.cube_insitu`.
         """
-        _check_label(source, "source")
-        _check_label(version, "version")
-        if not isinstance(da, xr.DataArray) or da.ndim != 2 or set(da.dims) != {"site", "time"}:
-            dims = getattr(da, "dims", type(da).__name__)
-            raise CubeError(f"in-situ data must be a DataArray with dims (site, time), got {dims}")
-        da = da.transpose("site", "time")
-        if "site" not in da.coords:
-            raise CubeError("in-situ data has no 'site' coordinate (site ids)")
-        sites = [str(s) for s in da["site"].values]
-        if "" in sites or len(set(sites)) != len(sites):
-            raise CubeError("in-situ 'site' ids must be non-empty and unique")
-        days = _days_of(da)
-        t_index = np.array([self._time_index(d, "day") for d in days], dtype=np.int64)
-        order = np.argsort(t_index)
-        days, t_index = [days[i] for i in order], t_index[order]
-        contiguous = bool(np.all(np.diff(t_index) == 1))
-        t_sel = slice(int(t_index[0]), int(t_index[-1]) + 1) if contiguous else t_index
-
-        # One writer at a time: appends resize the arrays, and chunks span many days.
-        with file_lock(self._manifests.root / ".insitu.lock"):
-            group = self._insitu_group(mode="r+")
-            n_sites = int(group.attrs["n_sites"])
-            index = {s: i for i, s in enumerate(_str_array(group["site"][:n_sites]))}
-            new = [s for s in sites if s not in index]
-            self._check_known_sites(da, sites, index, group)
-            new_coords = self._new_site_coords(da, sites, new)
-
-            paths = [self._manifests.day_path(d) for d in days]
-            write_id = self._manifests.begin(
-                paths, group="insitu", source=source, version=version, variables=["insitu"],
-                extent=sites_extent(sites),
-            )  # fmt: skip
-            if new:
-                self._append_sites(group, n_sites, new_coords)
-                index.update({s: n_sites + i for i, s in enumerate(new)})
-            rows = np.array([index[s] for s in sites], dtype=np.int64)
-            site_order = np.argsort(rows)
-            values = np.asarray(da.data, dtype=np.float32)[site_order][:, order]
-            try:
-                group["insitu"].oindex[rows[site_order], t_sel] = values
-            except Exception as exc:
-                raise CubeError(
-                    f"writing insitu for {days[0]}..{days[-1]} into {self.path} failed: {exc}"
-                ) from exc
-            sums = {path: {"insitu": checksum(values[:, i])} for i, path in enumerate(paths)}
-            self._manifests.finish(sums, group="insitu", source=source, write_id=write_id)
+        self._insitu.write(da, source=source, version=version)
 
     # ----------------------------------------------------------------- reads
 
@@ -356,13 +270,14 @@ class Cube:
     ) -> xr.Dataset:
         """Variables of ``group`` for ``start..end`` over ``window`` (default the domain);
         dims (time, y, x), float32, NaN where nothing was written. ``None``: all variables."""
-        self._check_group(group, DAILY_GROUPS)
-        names = self._check_names(group, self.variables(group) if variables is None else variables)
-        start, end = _as_date(start), _as_date(end)
+        check_group(group, DAILY_GROUPS)
+        names = check_names(group, self.variables(group) if variables is None else variables)
+        start, end = as_date(start), as_date(end)
         if end < start:
             raise CubeError(f"read of {group!r}: end {end} is before start {start}")
-        t0, t1 = self._time_index(start, "start"), self._time_index(end, "end") + 1
-        w = self._check_window(window)
+        t0 = time_index(self._layout, start, "start", self.path)
+        t1 = time_index(self._layout, end, "end", self.path) + 1
+        w = check_window(self.domain, window, self.path)
         rel = w.relative_to(self.domain)
         data_vars = {}
         for name in names:
@@ -371,7 +286,7 @@ class Cube:
                 values = np.full((t1 - t0, *w.shape), np.nan, dtype=np.float32)
             else:
                 values = np.asarray(arr[t0:t1, rel.rows, rel.cols], dtype=np.float32)
-            data_vars[name] = (("time", "y", "x"), values, _var_attrs(name))
+            data_vars[name] = (("time", "y", "x"), values, var_attrs(name))
         coords = {"time": pd.date_range(start, end, freq="D", unit="ns"), **self._xy_coords(w)}
         return xr.Dataset(data_vars, coords=coords, attrs=self._dataset_attrs(w))
 
@@ -379,10 +294,8 @@ class Cube:
         self, variables: Sequence[str] | None = None, window: Window | None = None
     ) -> xr.Dataset:
         """Static variables over ``window`` (default the domain), dims (y, x); NaN if unwritten."""
-        names = self._check_names(
-            "static", self.variables("static") if variables is None else variables
-        )
-        w = self._check_window(window)
+        names = check_names("static", self.variables("static") if variables is None else variables)
+        w = check_window(self.domain, window, self.path)
         rel = w.relative_to(self.domain)
         data_vars = {}
         for name in names:
@@ -391,31 +304,16 @@ class Cube:
                 values = np.full(w.shape, np.nan, dtype=np.float32)
             else:
                 values = np.asarray(arr[rel.rows, rel.cols], dtype=np.float32)
-            data_vars[name] = (("y", "x"), values, _var_attrs(name))
+            data_vars[name] = (("y", "x"), values, var_attrs(name))
         return xr.Dataset(data_vars, coords=self._xy_coords(w), attrs=self._dataset_attrs(w))
 
     def read_insitu(self, start: date, end: date) -> xr.DataArray:
         """In-situ series for ``start..end``, dims (site, time), with the site coordinates."""
-        start, end = _as_date(start), _as_date(end)
-        if end < start:
-            raise CubeError(f"read of 'insitu': end {end} is before start {start}")
-        t0, t1 = self._time_index(start, "start"), self._time_index(end, "end") + 1
-        group = self._insitu_group(mode="r")
-        n = int(group.attrs["n_sites"])
-        coords: dict[str, Any] = {
-            name: ("site", _str_array(group[name][:n]) if dtype is str else group[name][:n])
-            for name, (dtype, _) in SITE_COORDS.items()
-        }
-        coords["time"] = pd.date_range(start, end, freq="D", unit="ns")
-        values = np.asarray(group["insitu"][:n, t0:t1], dtype=np.float32)
-        return xr.DataArray(
-            values, dims=("site", "time"), coords=coords, name="insitu",
-            attrs={**_var_attrs("insitu"), "grid": self.grid.name, "cube": str(self.path)},
-        )  # fmt: skip
+        return self._insitu.read(start, end)
 
     def variables(self, group: str) -> list[str]:
         """Variables stored in ``group`` (ever written), in registry order."""
-        self._check_group(group, GROUPS)
+        check_group(group, GROUPS)
         node = zarr.open_group(self._store, path=group, mode="r", use_consolidated=False)
         present = set(node.array_keys()) - _COORD_NAMES
         return [name for name in registry.REGISTRY if name in present]
@@ -428,75 +326,13 @@ class Cube:
 
     def manifest(self, day: date) -> dict:
         """The manifest of ``day`` (an empty one, status ``missing``, if nothing was written)."""
-        return self._manifests.read(self._manifests.day_path(_as_date(day)))
+        return self._manifests.read(self._manifests.day_path(as_date(day)))
 
     def static_manifest(self) -> dict:
         """The manifest of the static group."""
         return self._manifests.read(self._manifests.static_path)
 
     # ----------------------------------------------------------------- helpers
-
-    def _check_group(self, group: str, allowed: Sequence[str]) -> None:
-        """CubeError unless ``group`` is one of ``allowed``."""
-        if group not in allowed:
-            raise CubeError(f"unknown cube group {group!r} here; expected one of {list(allowed)}")
-
-    def _check_names(self, group: str, names: Sequence[str]) -> list[str]:
-        """``names`` (de-duplicated) after checking each is a registry variable of ``group``."""
-        if isinstance(names, str):
-            raise CubeError(f"variables must be a sequence of names, not the string {names!r}")
-        out: list[str] = []
-        for name in names:
-            if name not in registry.REGISTRY:
-                raise CubeError(
-                    f"unknown variable {name!r} for cube group {group!r}: "
-                    "not in the registry (gsm3_ops.variables)"
-                )
-            kind = registry.REGISTRY[name].kind
-            fits = name == "smap" if group == "smap" else kind == group
-            if not fits:
-                raise CubeError(
-                    f"variable {name!r} (kind {kind!r}) does not belong in cube group {group!r}"
-                )
-            if name not in out:
-                out.append(name)
-        return out
-
-    def _check_window(self, window: Window | None) -> Window:
-        """``window`` (default the domain); CubeError unless it lies inside the domain."""
-        w = self.domain if window is None else window
-        if w.n_rows <= 0 or w.n_cols <= 0 or not self.domain.contains(w):
-            raise CubeError(f"window {w} is not inside the domain {self.domain} of {self.path}")
-        return w
-
-    def _time_index(self, day: date, what: str) -> int:
-        """Index of ``day`` on the time axis; CubeError outside ``start..end``."""
-        day = _as_date(day)
-        if not self.start <= day <= self.end:
-            raise CubeError(
-                f"{what} {day} is outside the time axis {self.start}..{self.end} of {self.path}"
-            )
-        return (day - self.start).days
-
-    def _window_of(self, ds: xr.Dataset) -> tuple[Window, dict[str, slice]]:
-        """The grid window of a dataset's x/y coords, and the isel that orients it north-up."""
-        axes = {}
-        for dim in ("y", "x"):
-            if dim not in ds.coords:
-                raise CubeError(f"dataset has no {dim!r} coordinate (cell-centre metres)")
-            axes[dim] = _axis_cells(self.grid, dim, ds[dim].values)
-        (row0, n_rows, flip_y), (col0, n_cols, flip_x) = axes["y"], axes["x"]
-        w = Window(row0, col0, n_rows, n_cols)
-        if not self.grid.full.contains(w):
-            raise CubeError(f"data window {w} lies outside the {self.grid.name} grid")
-        if not self.domain.contains(w):
-            raise CubeError(
-                f"data window {w} is not inside the domain {self.domain} of {self.path}"
-            )
-        orient = {
-            dim: slice(None, None, -1) for dim, flip in (("y", flip_y), ("x", flip_x)) if flip
-        }
-        return w, orient
 
     def _array(self, group: str, name: str, *, create: bool = False) -> zarr.Array | None:
         """The array ``group/name``: None if absent, or created (and metadata consolidated)."""
@@ -509,7 +345,7 @@ class Cube:
                 arr = self._open_array(key)  # another process may have just created it
                 if arr is None:
                     dims = ("y", "x") if group == "static" else ("time", "y", "x")
-                    arr = _create_data_array(self._store, key, dims, self._layout)
+                    arr = create_data_array(self._store, key, dims, self._layout)
                     consolidate(self._store)
         if arr is not None:
             self._arrays[key] = arr
@@ -522,81 +358,11 @@ class Cube:
         except FileNotFoundError:
             return None
 
-    def _insitu_group(self, mode: str) -> zarr.Group:
-        """The insitu group read from its own metadata (shapes change as sites are added)."""
-        return zarr.open_group(self._store, path="insitu", mode=mode, use_consolidated=False)
-
-    def _check_known_sites(
-        self, da: xr.DataArray, sites: list[str], index: dict[str, int], group: zarr.Group
-    ) -> None:
-        """CubeError when a site already in the cube comes with another lat/lon."""
-        known = [(i, index[s]) for i, s in enumerate(sites) if s in index]
-        if not known:
-            return
-        given_at, stored_at = (np.array(a) for a in zip(*known, strict=True))
-        for name in ("lat", "lon"):
-            if name not in da.coords:
-                continue
-            given = np.asarray(da[name].values, dtype=np.float64)[given_at]
-            stored = group[name].oindex[stored_at]
-            moved = ~np.isclose(given, stored, rtol=0, atol=1e-6)
-            if moved.any():
-                names = [sites[i] for i in given_at[moved][:5]]
-                raise CubeError(f"in-situ sites {names} already in {self.path} with another {name}")
-
-    def _new_site_coords(
-        self, da: xr.DataArray, sites: list[str], new: list[str]
-    ) -> dict[str, np.ndarray]:
-        """Coordinates of sites new to the cube; CubeError if lat/lon are missing or outside."""
-        if not new:
-            return {}
-        at = np.array([sites.index(s) for s in new])
-        for name in ("lat", "lon"):
-            if name not in da.coords or da[name].dims != ("site",):
-                raise CubeError(f"new in-situ sites {new[:5]} need a {name!r} coordinate on 'site'")
-        lat = np.asarray(da["lat"].values, dtype=np.float64)[at]
-        lon = np.asarray(da["lon"].values, dtype=np.float64)[at]
-        row, col = self.grid.lonlat_to_rowcol(lon, lat)
-        d = self.domain
-        outside = ~(
-            np.isfinite(lat) & np.isfinite(lon)
-            & (row >= d.row0) & (row < d.row0 + d.n_rows)
-            & (col >= d.col0) & (col < d.col0 + d.n_cols)
-        )  # fmt: skip
-        if outside.any():
-            names = [new[i] for i in np.flatnonzero(outside)[:5]]
-            raise CubeError(f"in-situ sites {names} lie outside the domain {d} of {self.path}")
-        coords = {
-            "site": np.array(new, dtype=object),
-            "lat": lat,
-            "lon": lon,
-            "row": row,
-            "col": col,
-        }
-        for name in ("network", "region"):
-            values = da[name].values[at] if name in da.coords else np.full(len(new), "")
-            coords[name] = np.array([str(v) for v in values], dtype=object)
-        return coords
-
-    def _append_sites(self, group: zarr.Group, n_sites: int, coords: dict[str, np.ndarray]) -> None:
-        """Grow the insitu arrays by the new sites; the ``n_sites`` attribute commits them."""
-        n_total = n_sites + len(coords["site"])
-        # Under the metadata lock, so no other process consolidates half an append.
-        with file_lock(self._manifests.root / ".metadata.lock"):
-            data = group["insitu"]
-            data.resize((n_total, data.shape[1]))  # also drops rows of a killed append
-            for name in SITE_COORDS:
-                group[name].resize((n_total,))
-                group[name][n_sites:n_total] = coords[name]
-            # Readers take the first n_sites rows, so a killed append leaves no half site.
-            group.update_attributes({"n_sites": n_total})
-            consolidate(self._store)
-
     def _xy_coords(self, w: Window) -> dict[str, Any]:
         """The y/x coordinates (cell-centre metres) of a window, with CF attributes."""
         return {
-            "y": ("y", self.grid.y_centres(w), _Y_ATTRS),
-            "x": ("x", self.grid.x_centres(w), _X_ATTRS),
+            "y": ("y", self.grid.y_centres(w), Y_ATTRS),
+            "x": ("x", self.grid.x_centres(w), X_ATTRS),
         }
 
     def _dataset_attrs(self, w: Window) -> dict[str, Any]:
@@ -609,20 +375,7 @@ class Cube:
         }
 
 
-_Y_ATTRS = {"units": "m", "standard_name": "projection_y_coordinate", "axis": "Y"}
-_X_ATTRS = {"units": "m", "standard_name": "projection_x_coordinate", "axis": "X"}
-
-
-def consolidate(store: LocalStore) -> None:
-    """Refresh the root's consolidated metadata (read by ``xr.open_zarr``); caller holds the
-    metadata lock, so concurrent refreshes cannot drop each other's new arrays."""
-    with warnings.catch_warnings():
-        # zarr 3 warns that consolidated metadata is not (yet) in the v3 spec.
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(store)
-
-
-def _build_store(path: Path, grid: EaseGrid, layout: _Layout) -> None:
+def _build_store(path: Path, grid: EaseGrid, layout: Layout) -> None:
     """Write an empty cube (groups, coordinates, no data) to a new folder ``path``."""
     store = LocalStore(path)
     root = zarr.open_group(store, mode="w-", attributes=layout.attrs(grid))
@@ -637,155 +390,9 @@ def _build_store(path: Path, grid: EaseGrid, layout: _Layout) -> None:
     for name in GROUPS:
         group = root.create_group(name, attributes={"description": descriptions[name]})
         if name != "static":
-            _coord(group, "time", np.arange(n_days, dtype=np.int32), _time_attrs(layout))
+            create_coord(group, "time", np.arange(n_days, dtype=np.int32), time_attrs(layout))
         if name != "insitu":
-            _coord(group, "y", grid.y_centres(d), _Y_ATTRS)
-            _coord(group, "x", grid.x_centres(d), _X_ATTRS)
-    insitu = root["insitu"]
-    insitu.update_attributes({"n_sites": 0})  # the commit point of site appends
-    for name, (dtype, fill) in SITE_COORDS.items():
-        insitu.create_array(
-            name, shape=(0,), chunks=(SITE_CHUNK,), dtype=dtype, fill_value=fill,
-            dimension_names=("site",),
-        )  # fmt: skip
-    insitu.create_array(
-        "insitu", shape=(0, n_days), chunks=(SITE_CHUNK, INSITU_TIME_CHUNK), dtype="float32",
-        fill_value=np.nan, dimension_names=("site", "time"),
-        attributes={**_var_attrs("insitu"), "coordinates": " ".join(list(SITE_COORDS)[1:])},
-    )  # fmt: skip
+            create_coord(group, "y", grid.y_centres(d), Y_ATTRS)
+            create_coord(group, "x", grid.x_centres(d), X_ATTRS)
+    create_insitu_arrays(root["insitu"], n_days)
     consolidate(store)
-
-
-def _coord(group: zarr.Group, name: str, values: np.ndarray, attrs: dict[str, Any]) -> None:
-    """A 1-D coordinate array in one chunk, named after its dimension."""
-    arr = group.create_array(
-        name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
-        fill_value=0, dimension_names=(name,), attributes=attrs,
-    )  # fmt: skip
-    arr[:] = values
-
-
-def _create_data_array(
-    store: LocalStore, key: str, dims: tuple[str, ...], layout: _Layout
-) -> zarr.Array:
-    """An empty float32 data array over the domain, chunked one day by one tile."""
-    d, tile = layout.domain, layout.tile_size
-    space = (d.n_rows, d.n_cols)
-    space_chunks = (min(tile, d.n_rows), min(tile, d.n_cols))
-    if dims[0] == "time":
-        shape, chunks = ((layout.end - layout.start).days + 1, *space), (1, *space_chunks)
-    else:
-        shape, chunks = space, space_chunks
-    return zarr.create_array(
-        store, name=key, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan,
-        dimension_names=dims, attributes=_var_attrs(key.rsplit("/", 1)[-1]),
-    )  # fmt: skip
-
-
-def _time_attrs(layout: _Layout) -> dict[str, Any]:
-    """CF attributes of the integer time coordinate."""
-    return {
-        "units": f"days since {layout.start.isoformat()}",
-        "calendar": "proleptic_gregorian",
-        "standard_name": "time",
-        "axis": "T",
-    }
-
-
-def _var_attrs(name: str) -> dict[str, Any]:
-    """CF-ish attributes of a data variable, from the registry."""
-    v = registry.REGISTRY[name]
-    return {
-        "units": v.units,
-        "long_name": v.long_name,
-        "valid_min": v.valid_min,
-        "valid_max": v.valid_max,
-    }
-
-
-def _check_layout(grid: EaseGrid, layout: _Layout) -> None:
-    """CubeError for a layout that cannot make a cube."""
-    d = layout.domain
-    if d.n_rows <= 0 or d.n_cols <= 0 or not grid.full.contains(d):
-        raise CubeError(f"domain {d} is empty or not inside the {grid.name} grid {grid.shape}")
-    if layout.end < layout.start:
-        raise CubeError(f"cube end {layout.end} is before its start {layout.start}")
-    if layout.tile_size <= 0:
-        raise CubeError(f"tile size must be positive, got {layout.tile_size}")
-
-
-def _check_label(value: str, what: str) -> None:
-    """CubeError unless a source or version label is a non-empty string without '/'."""
-    if not isinstance(value, str) or not value or "/" in value:
-        raise CubeError(f"{what} must be a non-empty string without '/', got {value!r}")
-
-
-def _check_dataset(ds: Any) -> None:
-    """CubeError unless ``ds`` is an xarray Dataset."""
-    if not isinstance(ds, xr.Dataset):
-        raise CubeError(f"expected an xarray Dataset, got {type(ds).__name__}")
-
-
-def _check_dims(ds: xr.Dataset, names: Sequence[str], dims: tuple[str, ...]) -> None:
-    """CubeError unless every variable has exactly ``dims`` (in any order)."""
-    for name in names:
-        if set(ds[name].dims) != set(dims) or len(ds[name].dims) != len(dims):
-            raise CubeError(f"variable {name!r} has dims {ds[name].dims}; expected {dims}")
-
-
-def _axis_cells(grid: EaseGrid, dim: str, values: np.ndarray) -> tuple[int, int, bool]:
-    """(first index, length, reversed) of the grid rows (``y``) or columns (``x``) that
-    cell-centre coordinates name; CubeError if they are off-grid or not a contiguous run."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size == 0:
-        raise CubeError(f"coordinate {dim!r} must be 1-D and non-empty, got shape {v.shape}")
-    if dim == "x":
-        cells = (v - grid.x0) / grid.cell_size - 0.5
-    else:
-        cells = (grid.y0 - v) / grid.cell_size - 0.5
-    index = np.rint(cells)
-    off = float(np.max(np.abs(cells - index)))
-    if not off <= _OFF_GRID_TOL:
-        raise CubeError(
-            f"coordinate {dim!r} is not on the {grid.name} grid: values are up to "
-            f"{off:.3f} cells from a cell centre"
-        )
-    index = index.astype(np.int64)
-    step = np.diff(index)
-    if v.size > 1 and not (np.all(step == 1) or np.all(step == -1)):
-        raise CubeError(f"coordinate {dim!r} is not a contiguous run of {grid.name} cells")
-    return int(index.min()), int(v.size), bool(v.size > 1 and step[0] == -1)
-
-
-def _days_of(obj: xr.Dataset | xr.DataArray) -> list[date]:
-    """The dates of a ``time`` coordinate; CubeError unless daily (midnight) and unique."""
-    if "time" not in obj.coords:
-        raise CubeError("data has no 'time' coordinate")
-    try:
-        index = pd.DatetimeIndex(np.atleast_1d(obj["time"].values))
-    except (TypeError, ValueError) as exc:
-        raise CubeError(f"'time' coordinate is not made of dates: {exc}") from None
-    if len(index) == 0:
-        raise CubeError("'time' coordinate is empty")
-    if index.tz is not None or not (index == index.normalize()).all():
-        raise CubeError("'time' values must be dates (midnight, no time zone)")
-    if index.has_duplicates:
-        raise CubeError(f"'time' repeats dates: {sorted(set(index[index.duplicated()].date))}")
-    return list(index.date)
-
-
-def _as_date(value: date) -> date:
-    """A ``datetime.date`` from a date, datetime, pandas Timestamp or numpy datetime64."""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return pd.Timestamp(value).date()
-    except (TypeError, ValueError):
-        raise CubeError(f"not a date: {value!r}") from None
-
-
-def _str_array(values: Any) -> np.ndarray:
-    """A numpy unicode array from zarr's variable-length strings."""
-    return np.array([str(v) for v in np.asarray(values).tolist()], dtype=str)
