@@ -2,8 +2,9 @@
 
 In ``step`` mode the day is always one LSTM step from the state valid at the end of the
 previous day. That state comes from the store when present, else it is advanced from the
-latest earlier state (within the spin-up length), else spun up from a zero state over
-``spinup_days``. Rerunning a day therefore reproduces it exactly.
+latest earlier state (within the spin-up length), else spun up from a zero state over the
+``spinup_days - 1`` days before (a cold start then equals ``window`` mode). Rerunning a day
+therefore reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gsm3_ops import variables
 from gsm3_ops.cube import Cube
 from gsm3_ops.features import assemble_inputs, missing_input_mask
 from gsm3_ops.inference.engine import Engine, States, pick_device
@@ -26,7 +28,7 @@ from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.ops.manifest import manifest_path, run_lock, write_json_atomic
 from gsm3_ops.ops.models import ensure_bundle
 from gsm3_ops.publish.cog import cog_path, write_cog
-from gsm3_ops.publish.product import FLAG_FILL, write_day
+from gsm3_ops.publish.product import FLAG_FILL, FLAG_GAP_FILLED, write_day
 from gsm3_ops.training.dataset import CellSet, read_cells
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,14 @@ def _advance(
 
 def _previous_state(
     dep: Deployment, cube: Cube, engine: Engine, store: StateStore, day: dt.date
-) -> tuple[States, int]:
-    """The state at the end of ``day - 1`` and how many days of spin-up stand behind it."""
+) -> States:
+    """The LSTM state at the end of ``day - 1``."""
     rows, cols = dep.land_cells
     prev = day - ONE_DAY
     spinup = dep.settings.inference.spinup_days
     base = store.latest_on_or_before(prev)
     if base == prev:
-        return store.load(prev, rows, cols), spinup
+        return store.load(prev, rows, cols)
     if base is not None and (prev - base).days <= spinup:
         log.info("advancing the LSTM state from %s to %s", base, prev)
         state = store.load(base, rows, cols)
@@ -85,7 +87,7 @@ def _previous_state(
         log.info("cold start: spinning up the LSTM state over %d days to %s", spinup - 1, prev)
         _, state, _ = _advance(dep, cube, engine, day - dt.timedelta(days=spinup - 1), prev, None)
     store.save(prev, rows, cols, *state)
-    return state, spinup
+    return state
 
 
 def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[str, np.ndarray]:
@@ -94,20 +96,17 @@ def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[
     if s.inference.mode == "window":
         start = day - dt.timedelta(days=s.inference.spinup_days - 1)
         out, _, gaps = _advance(dep, cube, engine, start, day, None)
-        spun = s.inference.spinup_days
     else:
         store = StateStore(
             s.data_root / "state.zarr", bundle.bundle_id, dep.domain.shape, s.inference.tile_size
         )
-        state, spun = _previous_state(dep, cube, engine, store, day)
+        state = _previous_state(dep, cube, engine, store, day)
         out, state, gaps = _advance(dep, cube, engine, day, day, state)
         rows, cols = dep.land_cells
         store.save(day, rows, cols, *state)
         store.prune(s.inference.keep_recent_states)
     mean, sd = engine.product(out)
-    flags = np.where(gaps, 1, 0).astype(np.uint8) | np.uint8(
-        4 if spun < s.inference.spinup_days else 0
-    )
+    flags = np.where(gaps, FLAG_GAP_FILLED, 0).astype(np.uint8)
     return _to_grid(dep, {"soil_moisture": mean, "soil_moisture_sd": sd, "quality_flag": flags})
 
 
@@ -136,7 +135,7 @@ def run_day(dep: Deployment, day: dt.date, progress: bool = True) -> RunResult:
             "product_version": s.product.version,
             "bundle_id": bundle.bundle_id,
             "inputs": f"{dep.source.name}:{dep.source.version(day)}",
-            "units": "m3 m-3",
+            "units": variables.PRODUCT_UNITS,
         }
         write_day(
             product, day, layers, dep.grid, dep.domain, s.product.start, s.inference.tile_size

@@ -19,23 +19,20 @@ from gsm3_ops import variables
 from gsm3_ops.grid import EaseGrid, Window
 
 FLAG_FILL = 255
-QUALITY_FLAGS = {
-    1: "forcing_gap_filled",  # a forcing was missing and replaced by its training mean
-    2: "provisional_inputs",  # preliminary inputs (e.g. ERA5T, IMERG early)
-    4: "short_spinup",  # the LSTM state was spun up over fewer days than configured
-}
+FLAG_GAP_FILLED = 1  # a forcing was missing and replaced by its training mean
+QUALITY_FLAGS = {FLAG_GAP_FILLED: "forcing_gap_filled"}
 
 _LAYERS = {
     "soil_moisture": {
         "standard_name": "volume_fraction_of_condensed_water_in_soil",
         "long_name": "surface soil moisture 0-5 cm, ensemble mean",
-        "units": "m3 m-3",
+        "units": variables.PRODUCT_UNITS,
         "valid_min": variables.PRODUCT_RANGE[0],
         "valid_max": variables.PRODUCT_RANGE[1],
     },
     "soil_moisture_sd": {
         "long_name": "surface soil moisture 0-5 cm, ensemble standard deviation",
-        "units": "m3 m-3",
+        "units": variables.PRODUCT_UNITS,
     },
     "quality_flag": {
         "long_name": "quality flag",
