@@ -116,3 +116,29 @@ def test_days_the_profile_cannot_serve(first_run) -> None:
     with pytest.raises(RunError, match="not 2024-06-01"):
         dep.check_day(today, today)
     dep.check_day(dt.date(2024, 5, 31), today)
+
+
+def test_missing_forcing_is_filled_and_flagged(first_run) -> None:
+    dep, _, _ = first_run
+    day = DAY + dt.timedelta(days=3)
+    cube = dep.open_cube()
+    run_day(dep, day - dt.timedelta(days=1), progress=False)  # ingests up to the day before
+    src = dep.source
+    forcing = src.forcing(dep.grid, dep.domain, day, day)
+    # Inputs already missing that day (e.g. MODIS LST under cloud) are filled and flagged too.
+    natural = np.any([np.isnan(forcing[v].values[0]) for v in forcing.data_vars], axis=0)
+    forcing["t2m"][:, :3, :] = np.nan  # the top three rows lose their temperature
+    cube.write("smap", src.smap(dep.grid, dep.domain, day, day).to_dataset(), source=src.name,
+               version=src.version(day))  # fmt: skip
+    cube.write_insitu(src.insitu(dep.grid, dep.domain, day, day), source=src.name,
+                      version=src.version(day))  # fmt: skip
+    cube.write("forcing", forcing, source=src.name, version=src.version(day))
+    result = run_day(dep, day, progress=False)
+    ds = xr.open_zarr(result.product, consolidated=False).sel(time=str(day))
+    land = M09.land_mask(dep.domain)
+    flag = ds.quality_flag.values
+    expected = natural.copy()
+    expected[:3] = True
+    np.testing.assert_array_equal(flag[land], np.where(expected[land], 1, 0))
+    assert (flag[:3][land[:3]] == 1).all() and (~natural[3:][land[3:]]).any()
+    assert np.isfinite(ds.soil_moisture.values[land]).all()
