@@ -7,6 +7,7 @@ days up to a date from a zero state are ``window`` mode and also the cold-start 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,46 +37,50 @@ class Engine:
     device: torch.device
     batch_cells: int = 65536
 
+    def _runs(
+        self, x: np.ndarray, state: States | None
+    ) -> Iterator[tuple[int, slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """For each cell batch and member: (member, cell slice, outputs (days, cells, n_out),
+        h, c), all torch tensors on the device, run from ``state`` (zero when None)."""
+        n_cells = x.shape[0]
+        for lo in range(0, n_cells, self.batch_cells):
+            cells = slice(lo, min(lo + self.batch_cells, n_cells))
+            xb = torch.from_numpy(np.ascontiguousarray(x[cells].transpose(1, 0, 2))).to(self.device)
+            for m, net in enumerate(self.bundle.members):
+                s = None
+                if state is not None:
+                    s = tuple(
+                        torch.from_numpy(np.ascontiguousarray(a[m, cells]))[None].to(self.device)
+                        for a in state
+                    )
+                y, (h, c) = net(xb, s)
+                yield m, cells, y, h, c
+
     @torch.no_grad()
     def advance(self, x: np.ndarray, state: States | None) -> tuple[np.ndarray, States]:
         """Run inputs ``x`` (cells, days, n_in) from ``state``.
 
         Returns the last day's normalised outputs (member, cells, n_targets) and the end state.
         """
-        n_cells = x.shape[0]
-        hidden = self.bundle.spec.hidden_size
-        members = self.bundle.members
-        out = np.empty((len(members), n_cells, len(self.bundle.spec.targets)), dtype=np.float32)
-        h_out = np.empty((len(members), n_cells, hidden), dtype=np.float32)
+        n_members, n_cells = len(self.bundle.members), x.shape[0]
+        out = np.empty((n_members, n_cells, len(self.bundle.spec.targets)), dtype=np.float32)
+        h_out = np.empty((n_members, n_cells, self.bundle.spec.hidden_size), dtype=np.float32)
         c_out = np.empty_like(h_out)
-        for lo in range(0, n_cells, self.batch_cells):
-            hi = min(lo + self.batch_cells, n_cells)
-            xb = torch.from_numpy(np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2))).to(self.device)
-            for m, net in enumerate(members):
-                s = None
-                if state is not None:
-                    s = tuple(
-                        torch.from_numpy(np.ascontiguousarray(a[m, lo:hi]))[None].to(self.device)
-                        for a in state
-                    )
-                y, (h, c) = net(xb, s)
-                out[m, lo:hi] = y[-1].float().cpu().numpy()
-                h_out[m, lo:hi] = h[0].float().cpu().numpy()
-                c_out[m, lo:hi] = c[0].float().cpu().numpy()
+        for m, cells, y, h, c in self._runs(x, state):
+            out[m, cells] = y[-1].float().cpu().numpy()
+            h_out[m, cells] = h[0].float().cpu().numpy()
+            c_out[m, cells] = c[0].float().cpu().numpy()
         return out, (h_out, c_out)
 
     @torch.no_grad()
     def series(self, x: np.ndarray) -> np.ndarray:
         """Every day's normalised outputs (member, days, cells, n_targets) from a zero state:
         hydroDL's whole-series prediction."""
-        members = self.bundle.members
         n_cells, n_days = x.shape[:2]
-        out = np.empty((len(members), n_days, n_cells, len(self.bundle.spec.targets)), np.float32)
-        for lo in range(0, n_cells, self.batch_cells):
-            hi = min(lo + self.batch_cells, n_cells)
-            xb = torch.from_numpy(np.ascontiguousarray(x[lo:hi].transpose(1, 0, 2))).to(self.device)
-            for m, net in enumerate(members):
-                out[m, :, lo:hi] = net(xb)[0].float().cpu().numpy()
+        shape = (len(self.bundle.members), n_days, n_cells, len(self.bundle.spec.targets))
+        out = np.empty(shape, dtype=np.float32)
+        for m, cells, y, _, _ in self._runs(x, None):
+            out[m, :, cells] = y.float().cpu().numpy()
         return out
 
     def product(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
