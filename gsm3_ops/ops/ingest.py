@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 
 from gsm3_ops.cube import Cube
+from gsm3_ops.cube_manifest import status_of
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.variables import feature_set
 
@@ -68,4 +69,4 @@ def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _ingested(cube: Cube, day: dt.date, source: str) -> bool:
     """Complete, with the forcing (written last) recorded: a crash before it means redo."""
     doc = cube.manifest(day)
-    return cube.day_status(day) == "complete" and f"forcing/{source}" in doc["entries"]
+    return status_of(doc) == "complete" and f"forcing/{source}" in doc["entries"]
