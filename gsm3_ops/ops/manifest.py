@@ -44,9 +44,3 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def read_manifest(publish_root: Path, day: dt.date) -> dict[str, Any] | None:
-    """The day's product manifest, or None when the day was never published."""
-    path = manifest_path(publish_root, day)
-    return json.loads(path.read_text()) if path.is_file() else None
