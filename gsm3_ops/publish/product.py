@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -52,15 +53,20 @@ def _block(
     layers: dict[str, np.ndarray],
     grid: EaseGrid,
     window: Window,
+    tile: int,
 ) -> xr.Dataset:
-    """A dataset of ``days``; the last day holds ``layers``, earlier ones are empty."""
-    n = len(days)
+    """A dataset of ``days``; the last day holds ``layers``, earlier ones are empty.
+
+    The empty days are lazy (dask) fill values, so a first day published years after the
+    product's start never materialises the gap in memory, and zarr stores no empty chunk.
+    """
+    chunks = (1, tile, tile)
     data = {}
     for name, attrs in _LAYERS.items():
         value = layers[name]
         fill = FLAG_FILL if name == "quality_flag" else np.nan
-        arr = np.full((n, *window.shape), fill, dtype=value.dtype)
-        arr[-1] = value
+        empty = da.full((len(days) - 1, *window.shape), fill, dtype=value.dtype, chunks=chunks)
+        arr = da.concatenate([empty, da.from_array(value[None], chunks=chunks)])
         data[name] = xr.DataArray(
             arr, dims=("time", "y", "x"), attrs={**attrs, "grid_mapping": "crs"}
         )
@@ -125,7 +131,7 @@ def write_day(
     path = Path(path)
     if not (path / "zarr.json").exists():
         days = pd.date_range(start, day, freq="D")
-        ds = _block(days, layers, grid, window)
+        ds = _block(days, layers, grid, window, tile)
         ds.to_zarr(
             path, mode="w-", zarr_format=3, consolidated=False, encoding=_encoding(ds, start, tile)
         )
@@ -136,10 +142,10 @@ def write_day(
             raise ValueError(f"product {path} covers {dict(existing.sizes)}, not {window.shape}")
     if day > last:
         days = pd.date_range(last + dt.timedelta(days=1), day, freq="D")
-        block = _block(days, layers, grid, window).drop_vars(["y", "x", "depth", "crs"])
+        block = _block(days, layers, grid, window, tile).drop_vars(["y", "x", "depth", "crs"])
         block.to_zarr(path, append_dim="time", consolidated=False)
     else:
         index = (day - start).days
-        block = _block(pd.DatetimeIndex([pd.Timestamp(day)]), layers, grid, window)
+        block = _block(pd.DatetimeIndex([pd.Timestamp(day)]), layers, grid, window, tile)
         block = block.drop_vars(["y", "x", "depth", "crs", "time"])
         block.to_zarr(path, region={"time": slice(index, index + 1)}, consolidated=False)
