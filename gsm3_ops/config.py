@@ -45,11 +45,54 @@ class RegionConfig(_Strict):
 
 
 class SourcesConfig(_Strict):
-    """Which source fills the inputs; ``synthetic`` is the embedded world."""
+    """Which sources fill the inputs; ``synthetic`` is the embedded world.
+
+    ``options`` maps a real source's name (``era5``, ``imerg``, ``smap`` ...) to its settings;
+    each source validates its own entry (see ``docs/data-sources.md``).
+    """
 
     kind: Literal["synthetic", "real"] = "synthetic"
     synthetic_seed: int = 42
     synthetic_latency_days: int = Field(1, ge=0)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class BoxConfig(_Strict):
+    """A lon/lat box (degrees); lon_min > lon_max wraps across the antimeridian."""
+
+    lon_min: float = Field(ge=-180, le=180)
+    lat_min: float = Field(ge=-90, le=90)
+    lon_max: float = Field(ge=-180, le=180)
+    lat_max: float = Field(ge=-90, le=90)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BoxConfig:
+        if not self.lat_min < self.lat_max:
+            raise ValueError("a box needs lat_min < lat_max")
+        return self
+
+    def contains(self, lon: Any, lat: Any) -> Any:
+        """Boolean (array) of which points lie in the box, edges included."""
+        import numpy as np
+
+        lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+        in_lat = (lat >= self.lat_min) & (lat <= self.lat_max)
+        if self.lon_min <= self.lon_max:
+            return in_lat & (lon >= self.lon_min) & (lon <= self.lon_max)
+        return in_lat & ((lon >= self.lon_min) | (lon <= self.lon_max))
+
+
+# The GSM3 paper's seven evaluation regions (Liu et al. 2023, Fig. 1; the two African bands
+# as stated in the paper, the others as boxes around the station clusters it used).
+PAPER_REGIONS: dict[str, dict[str, float]] = {
+    "CONUS": {"lon_min": -125.0, "lat_min": 24.0, "lon_max": -66.0, "lat_max": 50.0},
+    "Alaska": {"lon_min": -170.0, "lat_min": 51.0, "lon_max": -129.0, "lat_max": 72.0},
+    "Europe": {"lon_min": -11.0, "lat_min": 35.0, "lon_max": 40.0, "lat_max": 72.0},
+    "Asia": {"lon_min": 60.0, "lat_min": 5.0, "lon_max": 150.0, "lat_max": 60.0},
+    "Australia": {"lon_min": 112.0, "lat_min": -44.0, "lon_max": 155.0, "lat_max": -10.0},
+    "Africa_North": {"lon_min": -18.0, "lat_min": 1.8, "lon_max": 52.0, "lat_max": 19.3},
+    "Africa_South": {"lon_min": 10.0, "lat_min": -38.9, "lon_max": 41.0, "lat_max": -22.0},
+}
 
 
 class CubeConfig(_Strict):
@@ -123,6 +166,9 @@ class Settings(BaseSettings):
     training: TrainingConfig = TrainingConfig()
     inference: InferenceConfig = InferenceConfig()
     product: ProductConfig = ProductConfig()
+    regions: dict[str, BoxConfig] = Field(
+        default_factory=lambda: {k: BoxConfig(**v) for k, v in PAPER_REGIONS.items()}
+    )
 
     @field_validator("data_root", "publish_root")
     @classmethod

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+import xarray as xr
+
+from gsm3_ops.grid import EaseGrid, Window
 
 
 class SourceError(RuntimeError):
@@ -42,3 +48,52 @@ def check_served(source: Source, day: dt.date, today: dt.date) -> None:
             f"source {source.name!r} serves {first.isoformat()}..{last.isoformat()}, "
             f"not {day.isoformat()}"
         )
+
+
+class CorruptFileError(SourceError):
+    """A raw file is truncated, unreadable or not the format it claims (the path is named)."""
+
+
+class MissingVariableError(SourceError):
+    """A raw file lacks a variable the source needs (file and variable are named)."""
+
+
+@dataclass(frozen=True)
+class Granule:
+    """The raw files that fill one day of one source, and the product version they are.
+
+    ``version`` is what the day manifest records, e.g. ``ERA5T`` or ``ERA5`` (from
+    ``expver``), ``GPM_3IMERGDL.07``, ``SPL3SMP_E.006``. ``notes`` carries anything else worth
+    recording (a fallback taken, a fill used).
+    """
+
+    source: str
+    day: dt.date
+    files: tuple[Path, ...]
+    version: str
+    notes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class GriddedSource(Source, Protocol):
+    """A real daily gridded source: fetch raw files, read them, put them on the EASE2 grid.
+
+    The download client (``cdsapi.Client``, the ``earthaccess`` module, an HTTP session) is
+    injected in the constructor so tests can check the exact request and hand back real files.
+    """
+
+    def fetch(self, day: dt.date, workdir: Path) -> Granule:
+        """Download the raw files for ``day`` into ``workdir``."""
+        ...
+
+    def local(self, day: dt.date, directory: Path) -> Granule:
+        """The raw files for ``day`` already on disk under ``directory`` (air-gapped sites)."""
+        ...
+
+    def read(self, granule: Granule) -> xr.Dataset:
+        """Raw files -> one day on the source's native grid, registry names and units."""
+        ...
+
+    def to_grid(self, native: xr.Dataset, grid: EaseGrid, window: Window) -> xr.Dataset:
+        """Native day -> (time, y, x) variables on ``window`` of the EASE2 grid (cube-ready)."""
+        ...
