@@ -164,7 +164,15 @@ class Cube:
 
     # ----------------------------------------------------------------- writes
 
-    def write(self, group: str, ds: xr.Dataset, *, source: str, version: str) -> None:
+    def write(
+        self,
+        group: str,
+        ds: xr.Dataset,
+        *,
+        source: str,
+        version: str,
+        notes: Sequence[str] = (),
+    ) -> None:
         """Write (time, y, x) variables into their day regions of ``group`` (forcing or smap).
 
         Parameters
@@ -176,6 +184,8 @@ class Cube:
             centres of the grid, a window inside the domain, either orientation).
         source, version
             Recorded in each day's manifest (e.g. ``era5_land``, ``ERA5T``).
+        notes
+            Also recorded, e.g. ``filled:climatology`` when a source filled a missing day.
         """
         check_group(group, DAILY_GROUPS)
         check_label(source, "source")
@@ -200,7 +210,13 @@ class Cube:
         paths = [self._manifests.day_path(d) for d in days]
         extent = window_extent(window.row0, window.col0, window.n_rows, window.n_cols)
         write_id = self._manifests.begin(
-            paths, group=group, source=source, version=version, variables=names, extent=extent
+            paths,
+            group=group,
+            source=source,
+            version=version,
+            variables=names,
+            extent=extent,
+            notes=notes,
         )
         sums: dict[Path, dict[str, str]] = {p: {} for p in paths}
         for name in names:
@@ -327,6 +343,19 @@ class Cube:
     def manifest(self, day: date) -> dict:
         """The manifest of ``day`` (an empty one, status ``missing``, if nothing was written)."""
         return self._manifests.read(self._manifests.day_path(as_date(day)))
+
+    def record_failure(
+        self, day: date, *, group: str, source: str, version: str, error: str
+    ) -> None:
+        """Note in ``day``'s manifest that ``source`` failed to fill ``group``; data untouched."""
+        check_group(group, (*DAILY_GROUPS, "insitu"))
+        self._manifests.fail(
+            self._manifests.day_path(as_date(day)),
+            group=group,
+            source=source,
+            version=version,
+            error=error,
+        )
 
     def static_manifest(self) -> dict:
         """The manifest of the static group."""

@@ -118,13 +118,18 @@ class Manifests:
         version: str,
         variables: list[str],
         extent: Mapping[str, Any],
+        notes: Iterable[str] = (),
     ) -> str:
-        """Record a write as ``writing`` in each manifest; returns the write's id."""
+        """Record a write as ``writing`` in each manifest; returns the write's id.
+
+        ``notes`` are kept with the part (e.g. ``filled:climatology`` for a flagged fill).
+        """
         write_id = uuid.uuid4().hex
         part = {
             "id": write_id,
             _extent_key(extent): dict(extent),
             "version": version,
+            "notes": list(notes),
             "variables": list(variables),
             "checksums": {},
             "status": WRITING,
@@ -134,6 +139,7 @@ class Manifests:
         key = f"{group}/{source}"
 
         def add(doc: dict[str, Any]) -> None:
+            doc.get("failures", {}).pop(key, None)  # a new attempt replaces an old failure
             entry = doc["entries"].setdefault(key, {"group": group, "source": source, "parts": []})
             entry["parts"] = [*_superseded(entry["parts"], part), dict(part)]
             _refresh(entry)
@@ -164,6 +170,20 @@ class Manifests:
                         _refresh(entry)
 
             self._update(path, complete)
+
+    def fail(self, path: Path, *, group: str, source: str, version: str, error: str) -> None:
+        """Record that ``source`` could not fill ``group`` for the manifest's day.
+
+        The failure is kept under ``failures`` (not ``entries``), so data already written
+        stays as it was; the next write of the same group and source clears it.
+        """
+        key = f"{group}/{source}"
+        record = {"group": group, "source": source, "version": version, "error": error}
+
+        def add(doc: dict[str, Any]) -> None:
+            doc.setdefault("failures", {})[key] = {**record, "time": _now()}
+
+        self._update(path, add)
 
     def _update(self, path: Path, change: Callable[[dict[str, Any]], None]) -> None:
         """Apply ``change`` to the manifest at ``path`` under its lock; replace it atomically."""

@@ -1,0 +1,156 @@
+"""Ingest one day of the real gridded sources into the cube, one source at a time.
+
+For each source: fetch the raw files (or take them from a local folder), read them, put them
+on the grid, check them against the registry, write them into the cube. A source that fails
+is recorded in the day's cube manifest (``failures``) with a credential-free message; the
+data already in the cube, and every other source and day, stay as they were.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gsm3_ops.cube import Cube
+from gsm3_ops.cube_manifest import COMPLETE, CubeError
+from gsm3_ops.grid import EaseGrid, Window
+from gsm3_ops.secrets import redact
+from gsm3_ops.sources.base import GriddedSource, SourceError
+from gsm3_ops.sources.checks import check_gridded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one source on one day."""
+
+    source: str
+    day: dt.date
+    status: str  # "complete", "skipped" (already in the cube) or "failed"
+    version: str | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass
+class DayReport:
+    """Every source's outcome for a day."""
+
+    day: dt.date
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        """The sources that failed."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no source failed."""
+        return not self.failed
+
+
+def group_of(source: GriddedSource) -> str:
+    """The cube group a source fills: ``smap`` for the SMAP target, else ``forcing``."""
+    return "smap" if tuple(source.provides) == ("smap",) else "forcing"
+
+
+def already_ingested(cube: Cube, source: GriddedSource, day: dt.date) -> bool:
+    """Whether ``day`` holds a complete write of every variable ``source`` provides."""
+    entry = cube.manifest(day)["entries"].get(f"{group_of(source)}/{source.name}")
+    return bool(
+        entry
+        and entry.get("status") == COMPLETE
+        and set(source.provides) <= set(entry.get("variables", []))
+    )
+
+
+def ingest_source(
+    cube: Cube,
+    source: GriddedSource,
+    day: dt.date,
+    grid: EaseGrid,
+    window: Window,
+    *,
+    workdir: Path,
+    from_dir: Path | None = None,
+    force: bool = False,
+    keep_raw: bool = False,
+) -> Outcome:
+    """Fetch (or take from ``from_dir``), read, grid, check and write one source's day.
+
+    Parameters
+    ----------
+    workdir
+        Where fetched raw files go (``<workdir>/<source>/<YYYY-MM-DD>``); removed after a
+        successful write unless ``keep_raw``. Files taken from ``from_dir`` are never touched.
+    force
+        Re-ingest even when the cube already holds the day from this source.
+    """
+    if not force and from_dir is None and already_ingested(cube, source, day):
+        return Outcome(source.name, day, "skipped")
+    group = group_of(source)
+    raw = workdir / source.name / day.isoformat()
+    version = _expected_version(source, day)
+    try:
+        if from_dir is not None:
+            granule = source.local(day, from_dir)
+        else:
+            raw.mkdir(parents=True, exist_ok=True)
+            granule = source.fetch(day, raw)
+        version = granule.version
+        gridded = source.to_grid(source.read(granule), grid, window)
+        check_gridded(gridded, source.name)
+        cube.write(group, gridded, source=source.name, version=version, notes=granule.notes)
+    except (SourceError, CubeError, OSError) as exc:
+        message = redact(f"{type(exc).__name__}: {exc}")
+        log.error("%s %s: %s", source.name, day.isoformat(), message)
+        cube.record_failure(day, group=group, source=source.name, version=version, error=message)
+        return Outcome(source.name, day, "failed", version, error=message)
+    if from_dir is None and not keep_raw:
+        shutil.rmtree(raw, ignore_errors=True)
+    log.info("%s %s: %s written (%s)", source.name, day.isoformat(), group, version)
+    return Outcome(source.name, day, "complete", version, tuple(granule.notes))
+
+
+def ingest_day(
+    cube: Cube,
+    sources: Iterable[GriddedSource],
+    day: dt.date,
+    grid: EaseGrid,
+    window: Window,
+    *,
+    workdir: Path,
+    from_dir: Path | None = None,
+    force: bool = False,
+    keep_raw: bool = False,
+) -> DayReport:
+    """Ingest ``day`` from every source in turn; one source failing does not stop the others."""
+    report = DayReport(day)
+    for source in sources:
+        report.outcomes.append(
+            ingest_source(
+                cube,
+                source,
+                day,
+                grid,
+                window,
+                workdir=workdir,
+                from_dir=from_dir,
+                force=force,
+                keep_raw=keep_raw,
+            )
+        )
+    return report
+
+
+def _expected_version(source: GriddedSource, day: dt.date) -> str:
+    try:
+        return source.version(day)
+    except SourceError:
+        return "unknown"
