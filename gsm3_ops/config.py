@@ -54,7 +54,10 @@ class SourcesConfig(_Strict):
     kind: Literal["synthetic", "real"] = "synthetic"
     synthetic_seed: int = 42
     synthetic_latency_days: int = Field(1, ge=0)
+    gridded: tuple[str, ...] = ("era5", "era5_land", "imerg", "mswep", "modis", "smap")
+    insitu: tuple[str, ...] = ("ismn", "uscrn")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    keep_raw: bool = False  # keep fetched raw files under <data_root>/raw after ingestion
 
 
 class BoxConfig(_Strict):
