@@ -151,6 +151,21 @@ class ProductConfig(_Strict):
     version: str = "0.1.0"
 
 
+class ScheduleConfig(_Strict):
+    """When ``gsm3-ops schedule`` runs the daily job (a crontab line, in ``timezone``)."""
+
+    cron: str = "30 7 * * *"
+    timezone: str = "UTC"
+    misfire_grace_s: int = Field(6 * 3600, gt=0)  # a job late by less than this still runs
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("cron needs five fields: minute hour day month day-of-week")
+        return value
+
+
 class Settings(BaseSettings):
     """The whole resolved configuration of a deployment."""
 
@@ -169,6 +184,7 @@ class Settings(BaseSettings):
     training: TrainingConfig = TrainingConfig()
     inference: InferenceConfig = InferenceConfig()
     product: ProductConfig = ProductConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     regions: dict[str, BoxConfig] = Field(
         default_factory=lambda: {k: BoxConfig(**v) for k, v in PAPER_REGIONS.items()}
     )
