@@ -48,3 +48,71 @@ def test_too_few_pairs_give_nan_and_are_left_out_of_the_summary() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         paired_metrics(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+# ------------------------------------------------------------- real USCRN data
+
+USCRN_COLUMNS = 28
+SM5, SM10 = 18, 19  # SOIL_MOISTURE_5_DAILY, SOIL_MOISTURE_10_DAILY (0-based columns)
+
+
+def _uscrn_series(folder, years: tuple[int, ...]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """5 cm and 10 cm soil moisture (days, stations) from daily01 files, NaN where missing.
+
+    Parsed here with pandas only, independently of any reader in the package.
+    """
+    import pandas as pd
+
+    frames: dict[str, list] = {}
+    for year in years:
+        for path in sorted((folder / str(year)).glob("CRND0103-*.txt")):
+            df = pd.read_csv(path, sep=r"\s+", header=None, dtype={1: str})
+            assert df.shape[1] == USCRN_COLUMNS, path
+            station = path.stem.split("-", 2)[2]
+            frames.setdefault(station, []).append(df)
+    days = pd.date_range(f"{years[0]}-01-01", f"{years[-1]}-12-31", freq="D")
+    names = sorted(frames)
+    sm5 = np.full((days.size, len(names)), np.nan)
+    sm10 = np.full_like(sm5, np.nan)
+    for k, name in enumerate(names):
+        df = pd.concat(frames[name])
+        at = days.get_indexer(pd.to_datetime(df[1], format="%Y%m%d"))
+        for out, col in ((sm5, SM5), (sm10, SM10)):
+            v = df[col].to_numpy(dtype=float)
+            out[at, k] = np.where(v < 0, np.nan, v)  # -99.000 / -9999.0 are missing
+    return names, sm5, sm10
+
+
+@pytest.fixture(scope="module")
+def uscrn(fixtures):
+    return _uscrn_series(fixtures / "uscrn_daily01", (2017, 2018))
+
+
+def test_agrees_with_independent_formulas_on_real_uscrn(uscrn) -> None:
+    names, sm5, sm10 = uscrn
+    gappy = np.isnan(sm5).any(axis=0) & ~np.isnan(sm5).all(axis=0)
+    assert len(names) >= 50 and gappy.sum() >= 10  # real gaps, not a gap-free toy
+    persistence = np.vstack([np.full((1, sm5.shape[1]), np.nan), sm5[:-1]])  # yesterday's 5 cm
+    for pred in (sm10, persistence):
+        got = paired_metrics(pred, sm5, min_pairs=30)
+        checked = 0
+        for k in range(sm5.shape[1]):
+            ok = np.isfinite(pred[:, k]) & np.isfinite(sm5[:, k])
+            assert got["n"][k] == ok.sum()
+            if ok.sum() < 30:
+                assert np.isnan(got["r"][k]), names[k]
+                continue
+            ref = _reference(pred[:, k], sm5[:, k])
+            for name, value in ref.items():
+                assert abs(got[name][k] - value) <= 1e-9, (names[k], name)
+            checked += 1
+        assert checked >= 50
+
+
+def test_real_series_with_few_pairs_are_left_out(uscrn) -> None:
+    names, sm5, sm10 = uscrn
+    obs = sm5.copy()
+    obs[20:, 0] = np.nan  # the first station keeps at most 20 days
+    got = paired_metrics(sm10, obs, min_pairs=30)
+    assert got["n"][0] <= 20 and np.isnan(got["rmse"][0]) and np.isnan(got["r"][0])
+    assert summary(got)["n_sites"] == int(np.isfinite(got["r"]).sum()) < len(names)
