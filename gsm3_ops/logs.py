@@ -1,0 +1,60 @@
+"""Logging for the command line: human-readable lines or JSON, with secrets masked.
+
+Every record passes :class:`RedactFilter`, so a credential that reaches a log message (an
+exception text from a client library, a URL with a token) is masked before it is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+
+from gsm3_ops.secrets import redact
+
+HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactFilter(logging.Filter):
+    """Replace a record's message (arguments merged, exception text included) by its redaction."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, None
+        record.msg, record.args = redact(message), None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, and extra ``day``/``step``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("day", "step", "source", "status"):
+            if hasattr(record, key):
+                doc[key] = str(getattr(record, key))
+        return json.dumps(doc)
+
+
+def setup_logging(quiet: bool = False, json_lines: bool = False) -> None:
+    """Send log records to stderr, INFO and up (WARNING when ``quiet``), masked, as text or JSON."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactFilter())
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(HUMAN_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_gsm3", False):
+            root.removeHandler(old)
+    handler._gsm3 = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
