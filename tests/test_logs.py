@@ -1,0 +1,49 @@
+"""Log lines (text or JSON) never carry a credential, even inside an exception's text."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from gsm3_ops.logs import setup_logging
+from gsm3_ops.secrets import redact
+
+SECRET = "5f2a-fake-cds-key-0042"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = before
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_secrets_masked_in_messages_and_tracebacks(monkeypatch, capsys, json_lines) -> None:
+    monkeypatch.setenv("CDSAPI_KEY", SECRET)
+    monkeypatch.setenv("EARTHDATA_TOKEN", "tok-fake-777")
+    setup_logging(json_lines=json_lines)
+    log = logging.getLogger("gsm3_ops.test")
+    log.info("request with key %s", SECRET)
+    try:
+        raise RuntimeError(f"401 for https://x.test/?token=tok-fake-777 ({SECRET})")
+    except RuntimeError:
+        log.exception("fetch failed")
+    err = capsys.readouterr().err
+    assert SECRET not in err and "tok-fake-777" not in err
+    assert err.count("***") >= 3 and "RuntimeError" in err
+    if json_lines:
+        docs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        assert [d["level"] for d in docs] == ["INFO", "ERROR"]
+        assert docs[0]["logger"] == "gsm3_ops.test"
+
+
+def test_redact_masks_key_value_pairs_without_env() -> None:
+    assert redact("url=https://a.b key: abc123xyz, password=pw1234") == (
+        "url=https://a.b key: ***, password=***"
+    )
+    assert redact("nothing secret here") == "nothing secret here"
