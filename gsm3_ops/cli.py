@@ -15,6 +15,7 @@ import typer
 
 from gsm3_ops.config import ConfigError, Settings, load_settings
 from gsm3_ops.cube import CubeError
+from gsm3_ops.logs import setup_logging
 from gsm3_ops.model.bundle import BundleError
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.manifest import LockBusyError, run_lock
@@ -32,6 +33,7 @@ ConfigOpt = Annotated[
 ]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="Profile: demo or global.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or log lines.")]
+LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log lines as JSON objects.")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -108,6 +110,59 @@ def train(
     except USER_ERRORS as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"bundle: {path}")
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        list[str],
+        typer.Option("--source", help="Source name (repeatable): era5, era5_land, imerg, ..."),
+    ],
+    date: Annotated[str, typer.Option("--date", help="First (or only) day, YYYY-MM-DD.")],
+    end: Annotated[str | None, typer.Option("--end", help="Last day (default: --date).")] = None,
+    from_dir: Annotated[
+        Path | None,
+        typer.Option("--from", help="Take raw files from this folder instead of fetching."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo days already ingested.")] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Fetch (or take from --from), read, grid and write sources' days into the cube.
+
+    Exit status 1 when any source failed on any day (each failure is listed and recorded in
+    that day's cube manifest); the other days and sources are ingested regardless.
+    """
+    from gsm3_ops.ops.ingest_day import ingest_range
+
+    settings = _settings(config, profile)
+    first = _parse_date(date)
+    last = _parse_date(end) if end else first
+    if last < first:
+        raise _fail(f"--end {last} is before --date {first}")
+    if from_dir is not None and not from_dir.is_dir():
+        raise _fail(f"--from {from_dir}: no such folder")
+    setup_logging(quiet, log_json)
+    try:
+        dep = Deployment(settings)
+        sources = dep.gridded_sources(tuple(source))
+        reports = ingest_range(
+            dep.open_cube(), sources, first, last, dep.grid, dep.domain,
+            workdir=dep.raw_dir, from_dir=from_dir, force=force,
+            keep_raw=settings.sources.keep_raw,
+        )  # fmt: skip
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None
+    failed = 0
+    for report in reports:
+        for o in report.outcomes:
+            detail = o.error if o.status == "failed" else (o.version or "")
+            typer.echo(f"{o.day.isoformat()} {o.source:<10} {o.status:<9} {detail}")
+            failed += o.status == "failed"
+    if failed:
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import numpy as np
 from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
 from gsm3_ops.grid import EaseGrid, Window, get_grid
+from gsm3_ops.sources.base import GriddedSource, SourceError
+from gsm3_ops.sources.catalog import gridded_source
 from gsm3_ops.sources.synthetic import SyntheticSource
 
 
@@ -58,6 +60,20 @@ class Deployment:
                 "in this version of gsm3-ops; use the demo profile (sources.kind: synthetic)"
             )
         return SyntheticSource(seed=cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
+
+    def gridded_sources(self, names: tuple[str, ...] | None = None) -> list[GriddedSource]:
+        """The configured real gridded sources (or those ``names``), built from their options."""
+        cfg = self.settings.sources
+        names = cfg.gridded if names is None else names
+        try:
+            return [gridded_source(n, cfg.options.get(n)) for n in names]
+        except SourceError as exc:
+            raise RunError(str(exc)) from None
+
+    @property
+    def raw_dir(self) -> Path:
+        """Where fetched raw files are kept while (or, with ``keep_raw``, after) ingesting."""
+        return self.settings.data_root / "raw"
 
     @property
     def cube_path(self) -> Path:

@@ -154,3 +154,36 @@ def _expected_version(source: GriddedSource, day: dt.date) -> str:
         return source.version(day)
     except SourceError:
         return "unknown"
+
+
+def ingest_range(
+    cube: Cube,
+    sources: list[GriddedSource],
+    start: dt.date,
+    end: dt.date,
+    grid: EaseGrid,
+    window: Window,
+    *,
+    workdir: Path,
+    from_dir: Path | None = None,
+    force: bool = False,
+    keep_raw: bool = False,
+) -> list[DayReport]:
+    """Ingest every day of ``start..end`` from ``sources``; a failed day does not stop the rest."""
+    reports = []
+    for i in range((end - start).days + 1):
+        day = start + dt.timedelta(days=i)
+        reports.append(
+            ingest_day(
+                cube,
+                sources,
+                day,
+                grid,
+                window,
+                workdir=workdir,
+                from_dir=from_dir,
+                force=force,
+                keep_raw=keep_raw,
+            )
+        )
+    return reports
