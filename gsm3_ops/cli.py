@@ -24,6 +24,7 @@ app = typer.Typer(
     help="gsm3-ops: daily 9 km surface soil moisture from the GSM3 multitask LSTM.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals could hold credentials
 )
 
 USER_ERRORS = (ConfigError, RunError, CubeError, BundleError, LockBusyError)
