@@ -144,11 +144,53 @@ class InferenceConfig(_Strict):
     keep_recent_states: int = Field(3, ge=2)
 
 
+class ClimatologyConfig(_Strict):
+    """The day-of-year climatology behind the anomaly and percentile layers.
+
+    Without a baseline the product's own earlier years are used; see ``docs/products.md``.
+    """
+
+    baseline_start: dt.date | None = None
+    baseline_end: dt.date | None = None
+    window_days: int = Field(15, ge=0, le=60)
+    min_years: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _baseline(self) -> ClimatologyConfig:
+        ends = (self.baseline_start, self.baseline_end)
+        if (ends[0] is None) != (ends[1] is None):
+            raise ValueError("give both baseline_start and baseline_end, or neither")
+        if ends[0] is not None and ends[0] > ends[1]:
+            raise ValueError("baseline_start is after baseline_end")
+        return self
+
+
+class QualityFlagConfig(_Strict):
+    """Thresholds of the quality-flag bits (documented in ``docs/products.md``)."""
+
+    frozen_below_k: float = Field(273.15, gt=0)
+    north_aspect_cos_min: float = Field(0.5, ge=-1, le=1)
+    dry_smap_mean_max: float = Field(0.15, gt=0, le=1)
+    permafrost_lat_min: float = Field(60.0, ge=0, le=90)
+    permafrost_lst_mean_max_k: float = Field(273.15, gt=0)
+    provisional_versions: tuple[str, ...] = ("ERA5T", "early", "late", "NRT")
+
+
 class ProductConfig(_Strict):
-    """The published product."""
+    """The published product: COGs, Zarr, STAC and the derived layers."""
 
     start: dt.date = dt.date(2015, 4, 1)
     version: str = "0.1.0"
+    collection_id: str = Field("gsm3-ops-soil-moisture", pattern=r"^[A-Za-z0-9._-]+$")
+    license: str = "other"
+    compression: Literal["deflate", "zstd"] = "deflate"
+    web_mercator: bool = False
+    quicklook: bool = True
+    timeseries_copy: bool = False
+    timeseries_time_chunk: int = Field(4096, gt=0)
+    timeseries_space_chunk: int = Field(16, gt=0)
+    climatology: ClimatologyConfig = ClimatologyConfig()
+    flags: QualityFlagConfig = QualityFlagConfig()
 
 
 class ScheduleConfig(_Strict):
