@@ -120,6 +120,8 @@ class TrainingConfig(_Strict):
 
     start: dt.date = dt.date(2016, 4, 1)
     end: dt.date = dt.date(2020, 12, 31)
+    test_start: dt.date = dt.date(2015, 4, 1)  # the temporal test's period (splits.py)
+    test_end: dt.date = dt.date(2016, 3, 31)
     batch_size: int = Field(128, gt=0)
     seq_len: int = Field(365, gt=0)
     members: int = Field(1, gt=0)
@@ -131,6 +133,9 @@ class TrainingConfig(_Strict):
     holdout_fraction: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
     threads: int | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # bf16 autocast on CUDA; CPU always trains in float32
+    checkpoint_every: int = Field(10, ge=0)  # epochs between checkpoints; 0: none
 
 
 class InferenceConfig(_Strict):
