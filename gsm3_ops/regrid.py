@@ -166,16 +166,33 @@ def cell_index(lon: np.ndarray, lat: np.ndarray, grid: EaseGrid, window: Window)
     """Flat (row-major) index into ``window`` of the cell holding each point; -1 outside.
 
     Points with a NaN coordinate are -1. Reuse the result for many fields on the same pixels.
+    Fast for millions of pixels: the column is linear in longitude and the row is looked up
+    among the cached latitudes of the row edges (no projection per point).
     """
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     if lon.shape != lat.shape:
         raise RegridError(f"lon {lon.shape} and lat {lat.shape} differ in shape")
-    ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90.0)
-    row, col = grid.lonlat_to_rowcol(np.where(ok, _wrap_lon(lon), 0.0), np.where(ok, lat, 0.0))
+    lon0, dlon, neg_lat_edges = _grid_edges(grid)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    col = np.floor((_wrap_lon(np.where(ok, lon, 0.0)) - lon0) / dlon).astype(np.int64)
+    col = np.minimum(col, grid.n_cols - 1)  # lon = 180 exactly belongs to the last column
+    row = np.searchsorted(neg_lat_edges, -np.where(ok, lat, 0.0), side="right") - 1
     r, c = row - window.row0, col - window.col0
-    inside = ok & (row >= 0) & (r >= 0) & (r < window.n_rows) & (c >= 0) & (c < window.n_cols)
+    inside = ok & (row < grid.n_rows) & (r >= 0) & (r < window.n_rows)
+    inside &= (c >= 0) & (c < window.n_cols)
     return np.where(inside, r * window.n_cols + c, -1).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_edges(grid: EaseGrid) -> tuple[float, float, np.ndarray]:
+    """Longitude of column 0's west edge, column width in degrees, and minus the latitudes of
+    the row edges (ascending, for searchsorted), of a whole grid."""
+    x = grid.x0 + np.array([0.0, grid.n_cols]) * grid.cell_size
+    (lon_w, lon_e), _ = _to_lonlat.transform(x, np.zeros(2))
+    y = grid.y0 - np.arange(grid.n_rows + 1) * grid.cell_size
+    _, lat = _to_lonlat.transform(np.zeros_like(y), y)
+    return float(lon_w), float((lon_e - lon_w) / grid.n_cols), -np.asarray(lat)
 
 
 def bin_by_index(
@@ -380,20 +397,25 @@ def _linear(pos: np.ndarray, n_src: int, periodic: bool) -> sp.csr_matrix:
     return sp.coo_matrix((data, idx), shape=(n_t, n_src)).tocsr()
 
 
+_CHUNK_VALUES = 20_000_000  # source values per pass of _apply (bounds float64 temporaries)
+
+
 def _apply(values: np.ndarray, wy: sp.csr_matrix, wx: sp.csr_matrix) -> np.ndarray:
     """Weighted mean of ``values`` (..., n_lat, n_lon) -> (..., n_rows, n_cols), NaN left out."""
     lead = values.shape[:-2]
     n_lat, n_lon = values.shape[-2:]
-    stack = np.asarray(values, dtype=np.float64).reshape(-1, n_lat, n_lon)
-    valid = np.isfinite(stack)
-    num = _separable(np.where(valid, stack, 0.0), wy, wx)
-    if valid.all():
-        den = np.outer(np.asarray(wy.sum(axis=1)).ravel(), np.asarray(wx.sum(axis=1)).ravel())
-        den = np.broadcast_to(den, num.shape)
-    else:
-        den = _separable(valid.astype(np.float64), wy, wx)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 0, num / den, np.nan)
+    stack = values.reshape(-1, n_lat, n_lon)
+    full = np.outer(np.asarray(wy.sum(axis=1)).ravel(), np.asarray(wx.sum(axis=1)).ravel())
+    out = np.empty((stack.shape[0], wy.shape[0], wx.shape[0]))
+    step = max(1, _CHUNK_VALUES // (n_lat * n_lon))
+    for i in range(0, stack.shape[0], step):
+        part = np.asarray(stack[i : i + step], dtype=np.float64)
+        valid = np.isfinite(part)
+        num = _separable(np.where(valid, part, 0.0), wy, wx)
+        # Without NaN the weights' sums are the same for every field.
+        den = full if valid.all() else _separable(valid.astype(np.float64), wy, wx)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i : i + step] = np.where(den > 0, num / den, np.nan)
     return out.reshape(*lead, wy.shape[0], wx.shape[0])
 
 

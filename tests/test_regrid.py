@@ -208,6 +208,17 @@ def test_bad_source_grids_are_refused() -> None:
         regrid.latlon_to_ease(da, M09, AFRICA, "nearest")  # type: ignore[arg-type]
 
 
+def test_long_stacks_are_done_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many fields (hourly steps) give the same answer when processed a few at a time."""
+    base = global_field(0.25)
+    stack = xr.concat([base * k for k in range(5)], dim="step")
+    stack[2, 340:380, 800:900] = np.nan  # over the window (0.25 deg, lat descending)
+    ref = regrid.latlon_to_ease(stack, M09, AFRICA, "area")
+    monkeypatch.setattr(regrid, "_CHUNK_VALUES", 2 * base.size)
+    np.testing.assert_allclose(regrid.latlon_to_ease(stack, M09, AFRICA, "area"), ref)
+    assert np.isnan(ref.values[2]).any() and not np.isnan(ref.values[1]).any()
+
+
 def test_weights_are_cached() -> None:
     """The second call with the same source grid, window and method reuses the weights."""
     da = global_field(0.25)
@@ -236,6 +247,23 @@ def test_point_to_cell_finds_the_cell() -> None:
         regrid.point_to_cell([0.0, 10.0], [0.0, 88.0], M09)
     with pytest.raises(GridError, match="off the M09 grid"):
         regrid.point_to_cell([np.nan], [0.0], M09)
+
+
+def test_cell_index_agrees_with_the_grid() -> None:
+    """The fast pixel lookup puts random points in the cells grid.py computes with pyproj."""
+    rng = np.random.default_rng(3)
+    lon, lat = rng.uniform(-180, 360, 200_000), rng.uniform(-90, 90, 200_000)
+    for grid in (M09, M36):
+        row, col = grid.lonlat_to_rowcol((lon + 180) % 360 - 180, lat)
+        expected = np.where(row >= 0, row * grid.n_cols + col, -1)
+        np.testing.assert_array_equal(regrid.cell_index(lon, lat, grid, grid.full), expected)
+    # In a window: indices relative to it, everything else -1.
+    win = Window(600, 2000, 100, 150)
+    idx = regrid.cell_index(lon, lat, M09, win)
+    row, col = M09.lonlat_to_rowcol((lon + 180) % 360 - 180, lat)
+    inside = (row >= 600) & (row < 700) & (col >= 2000) & (col < 2150)
+    np.testing.assert_array_equal(idx[inside], (row[inside] - 600) * 150 + col[inside] - 2000)
+    assert (idx[~inside] == -1).all()
 
 
 def test_points_to_ease_bins_fine_pixels() -> None:
