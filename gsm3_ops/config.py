@@ -138,15 +138,44 @@ class TrainingConfig(_Strict):
     checkpoint_every: int = Field(10, ge=0)  # epochs between checkpoints; 0: none
 
 
+class ClusterConfig(_Strict):
+    """Where the inference tile tasks run: in this process (``none``) or on dask.
+
+    ``options`` go to the cluster class (LocalCluster, a dask-jobqueue cluster, KubeCluster,
+    LocalCUDACluster); see ``docs/inference.md``.
+    """
+
+    kind: Literal["none", "local", "address", "jobqueue", "kubernetes", "dask-cuda"] = "none"
+    address: str | None = None  # scheduler address, for kind "address"
+    n_workers: int = Field(1, gt=0)
+    threads_per_worker: int = Field(1, gt=0)
+    processes: bool = True  # LocalCluster: worker processes (False: threads of this process)
+    jobqueue_system: Literal["slurm", "pbs", "sge", "lsf", "htcondor", "moab", "oar"] = "slurm"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _address_given(self) -> ClusterConfig:
+        if (self.kind == "address") != (self.address is not None):
+            raise ValueError("cluster.address is needed for kind 'address', and only for it")
+        return self
+
+
 class InferenceConfig(_Strict):
-    """How a day is predicted."""
+    """How a day is predicted (see ``docs/inference.md``)."""
 
     mode: Literal["step", "window"] = "step"
     spinup_days: int = Field(365, gt=0)
     tile_size: int = Field(256, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_cells: int = Field(65536, gt=0)
+    memory_budget_gb: float = Field(1.0, gt=0)  # per tile task: inputs and LSTM activations
+    batch_cells: int | None = Field(None, gt=0)  # fixed cells per batch instead of the budget's
+    autocast: Literal["none", "bfloat16"] = "none"  # bf16 autocast (fast on recent GPUs)
+    state_dtype: Literal["float32", "bfloat16"] = "float32"
+    checkpoint_every: Literal["week", "month", "year"] = "month"
     keep_recent_states: int = Field(3, ge=2)
+    keep_checkpoints: int | None = Field(None, gt=0)  # None: keep every checkpoint
+    missing_forcing: Literal["fill", "error"] = "fill"  # fill: training mean + quality flag
+    cluster: ClusterConfig = ClusterConfig()
 
 
 class ClimatologyConfig(_Strict):

@@ -35,16 +35,16 @@ class Engine:
 
     bundle: Bundle
     device: torch.device
-    batch_cells: int = 65536
+    batch_cells: int | None = None
 
     def _runs(
         self, x: np.ndarray, state: States | None
     ) -> Iterator[tuple[int, slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """For each cell batch and member: (member, cell slice, outputs (days, cells, n_out),
         h, c), all torch tensors on the device, run from ``state`` (zero when None)."""
-        n_cells = x.shape[0]
-        for lo in range(0, n_cells, self.batch_cells):
-            cells = slice(lo, min(lo + self.batch_cells, n_cells))
+        n_cells, batch = x.shape[0], self.batch_cells or 4096
+        for lo in range(0, n_cells, batch):
+            cells = slice(lo, min(lo + batch, n_cells))
             xb = torch.from_numpy(np.ascontiguousarray(x[cells].transpose(1, 0, 2))).to(self.device)
             for m, net in enumerate(self.bundle.members):
                 s = None
