@@ -1,0 +1,303 @@
+"""The GSM3 paper's experiments and the evaluation of an existing bundle, from the cube.
+
+Each experiment trains its folds through the trainer (seeded like ``gsm3-ops train``, one
+bundle per fold saved under ``<out>/folds/``), predicts each fold's held-out sites as one
+whole series from a zero state started a warm-up period early, and scores them with the
+reference products on the same sites and days. See ``docs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from gsm3_ops import __version__
+from gsm3_ops.cube import Cube
+from gsm3_ops.evaluation import folds as folding
+from gsm3_ops.evaluation.figures import land_map
+from gsm3_ops.evaluation.locations import (
+    cells_of,
+    observations,
+    site_attributes,
+    site_table,
+)
+from gsm3_ops.evaluation.predict import missing_inputs, predict_series, read_inputs, target_head
+from gsm3_ops.evaluation.references import Reference, check_reference, reference_series
+from gsm3_ops.evaluation.report import Report, write_report
+from gsm3_ops.evaluation.scores import EvaluationError, Scores, scores_from_series, skips
+from gsm3_ops.inference.engine import pick_device
+from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
+from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.ingest import ensure_days
+from gsm3_ops.training.dataset import CellSet, build_training_data
+from gsm3_ops.training.trainer import train_ensemble
+from gsm3_ops.variables import REGISTRY, feature_set
+
+log = logging.getLogger(__name__)
+
+MODEL = "GSM3"
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What to evaluate against and how (the ``gsm3-ops evaluate`` options)."""
+
+    against: str = "insitu"
+    folds: int = 5
+    min_pairs: int = 30
+    split: dt.date | None = None  # temporal: first scored day (default mid-period)
+    start: dt.date | None = None  # bundle evaluation period (default: the training period)
+    end: dt.date | None = None
+    references: tuple[Reference, ...] = field(default_factory=tuple)
+    same_days: bool = True
+    held_out_only: bool = False  # bundle: only the cells its training held out
+    warmup_days: int | None = None  # default: inference.spinup_days
+
+
+def run_experiment(
+    dep: Deployment, kind: str, out: Path, opts: EvaluationOptions, progress: bool = True
+) -> Scores:
+    """Train and score the folds of experiment ``kind`` (random-kfold, continental, temporal)."""
+    if kind not in folding.EXPERIMENTS:
+        raise EvaluationError(f"unknown experiment {kind!r}; choose one of {folding.EXPERIMENTS}")
+    s, t = dep.settings, dep.settings.training
+    cube = dep.open_cube()
+    rows, cols = dep.land_cells
+    g_rows, g_cols = rows + dep.domain.row0, cols + dep.domain.col0
+    warm = _warmup(dep, opts)
+    ensure_days(dep, cube, t.start - dt.timedelta(days=warm), t.end)
+    sites = site_table(cube, opts.against, dep.land_cells, s.regions)
+    period = (t.start, t.end)
+    if kind == "random-kfold":
+        plan = folding.random_kfold(sites, (g_rows, g_cols), opts.folds, t.seed, period)
+    elif kind == "continental":
+        lonlat = dep.grid.rowcol_to_lonlat(g_rows, g_cols)
+        plan = folding.continental(sites, (g_rows, g_cols), lonlat, s.regions, period)
+    else:
+        plan = folding.temporal(sites, rows.size, period, opts.split, t.seq_len)
+    score_start, score_end = plan.folds[0].score  # every fold of an experiment shares it
+    for ref in opts.references:
+        check_reference(ref, cube)
+
+    tested = np.zeros(len(sites), bool)
+    for f in plan.folds:
+        tested |= f.test
+    sites = sites[tested]
+    plan = folding.FoldPlan(
+        [folding.Fold(f.name, f.held, f.test[tested], f.train, f.score) for f in plan.folds],
+        plan.skipped,
+    )
+    forcings, statics = (list(v) for v in feature_set(s.model.feature_set))
+    read_start = score_start - dt.timedelta(days=warm)
+    inputs = read_inputs(
+        cube, forcings, statics, read_start, score_end, cells_of(sites, dep.domain)
+    )
+    pred = np.full(((score_end - score_start).days + 1, len(sites)), np.nan)
+    fold_col = np.full(len(sites), "", dtype=object)
+    fold_info = []
+    device = pick_device(s.inference.device)
+    bar = tqdm(plan.folds, desc=f"{kind} folds", unit="fold", disable=not progress)
+    for f in bar:
+        bar.set_postfix(fold=f.name, sites=int(f.test.sum()))
+        train = CellSet(rows[~f.held], cols[~f.held], dep.domain.row0, dep.domain.col0)
+        bundle = _train_fold(dep, cube, train, f, out / "folds" / f.name, progress)
+        head = target_head(bundle, opts.against)
+        series = predict_series(
+            bundle, inputs.take(np.flatnonzero(f.test)), head, device, progress, f.name
+        )
+        pred[:, f.test] = series[warm:]
+        fold_col[f.test] = f.name
+        fold_info.append(
+            {
+                "fold": f.name,
+                "train": [d.isoformat() for d in f.train],
+                "held_out_cells": int(f.held.sum()),
+                "scored_sites": int(f.test.sum()),
+                "bundle": str(bundle.path),
+                "bundle_id": bundle.bundle_id,
+            },
+        )
+    sites = sites.assign(fold=fold_col)
+    info = {
+        "experiment": kind,
+        "folds": fold_info,
+        "seed": t.seed,
+        "members": t.members,
+        "train_period": [t.start.isoformat(), t.end.isoformat()],
+    }
+    return _score(
+        dep, cube, sites, {MODEL: pred}, (score_start, score_end), opts, info, plan.skipped
+    )
+
+
+def evaluate_bundle(
+    dep: Deployment, path: Path, opts: EvaluationOptions, progress: bool = True
+) -> Scores:
+    """Score an existing bundle (and the references) at the configured sites and period."""
+    s, t = dep.settings, dep.settings.training
+    bundle = load_bundle(path)
+    if bundle.spec.grid != s.grid:
+        raise EvaluationError(
+            f"bundle {path} was trained on grid {bundle.spec.grid}, the configuration uses {s.grid}"
+        )
+    start, end = opts.start or t.start, opts.end or t.end
+    if end < start:
+        raise EvaluationError(f"evaluation period ends ({end}) before it starts ({start})")
+    warm = _warmup(dep, opts)
+    cube = dep.open_cube()
+    ensure_days(dep, cube, start - dt.timedelta(days=warm), end)
+    for ref in opts.references:
+        check_reference(ref, cube)
+    sites = site_table(cube, opts.against, dep.land_cells, s.regions)
+    held = _bundle_held_out(bundle, sites)
+    if held is not None:
+        sites = sites.assign(held_out=held)
+        if opts.held_out_only:
+            sites = sites[held]
+    elif opts.held_out_only:
+        raise EvaluationError(f"bundle {path} lists no held-out cells; drop --held-out-only")
+    if sites.empty:
+        raise EvaluationError(f"no {opts.against} site lies in the cells bundle {path} held out")
+    preds, skipped = {}, []
+    missing = missing_inputs(bundle, cube)
+    if missing:
+        message = (
+            f"bundle {path} needs inputs missing from the cube {cube.path}: {', '.join(missing)}"
+        )
+        if not opts.references:
+            raise EvaluationError(message)
+        log.warning("%s; scoring the references only", message)
+        skipped.append({"kind": "model", "name": MODEL, "model": MODEL, "reason": message})
+    else:
+        spec = bundle.spec
+        inputs = read_inputs(
+            cube,
+            spec.forcings,
+            spec.statics,
+            start - dt.timedelta(days=warm),
+            end,
+            cells_of(sites, dep.domain),
+        )
+        head = target_head(bundle, opts.against)
+        device = pick_device(s.inference.device)
+        preds[MODEL] = predict_series(bundle, inputs, head, device, progress)[warm:]
+    info = {"experiment": "bundle", "bundle": str(bundle.path), "bundle_id": bundle.bundle_id}
+    return _score(dep, cube, sites, preds, (start, end), opts, info, skipped)
+
+
+def _score(
+    dep: Deployment,
+    cube: Cube,
+    sites: pd.DataFrame,
+    preds: dict[str, np.ndarray],
+    period: tuple[dt.date, dt.date],
+    opts: EvaluationOptions,
+    info: dict,
+    skipped: list[dict[str, str]],
+) -> Scores:
+    """Add the references and observations, score, attach attributes and skips."""
+    start, end = period
+    for ref in opts.references:
+        preds[ref.name] = reference_series(ref, sites, start, end, cube)
+    source = dep.source if opts.against == "truth" else None
+    obs = observations(cube, opts.against, sites, start, end, source, dep.grid)
+    attributes = site_attributes(cube, sites)
+    sites = sites.join(attributes)
+    info = {
+        **info,
+        "against": opts.against,
+        "units": REGISTRY["insitu"].units,
+        "period": [start.isoformat(), end.isoformat()],
+        "warmup_days": _warmup(dep, opts),
+        "references": {
+            r.name: f"{r.kind}:{r.where}" + (f"#{r.variable}" if r.variable else "")
+            for r in opts.references
+        },
+        "attributes": list(attributes.columns),
+        "grid": dep.settings.grid,
+        "code_version": __version__,
+    }
+    scores = scores_from_series(
+        obs, preds, sites, list(dep.settings.regions), opts.min_pairs, opts.same_days, info
+    )
+    scores.skipped = pd.concat([skips(skipped), scores.skipped], ignore_index=True)
+    return scores
+
+
+def _warmup(dep: Deployment, opts: EvaluationOptions) -> int:
+    return dep.settings.inference.spinup_days if opts.warmup_days is None else opts.warmup_days
+
+
+def _bundle_held_out(bundle: Bundle, sites: pd.DataFrame) -> np.ndarray | None:
+    """Which sites lie in a cell the bundle's training held out (None: not recorded)."""
+    held = bundle.spec.training.get("held_out_cells")
+    if not held:
+        return None
+    keys = set(zip(held["rows"], held["cols"], strict=True))
+    return np.array([(r, c) in keys for r, c in zip(sites["row"], sites["col"], strict=True)])
+
+
+def _train_fold(
+    dep: Deployment, cube: Cube, train: CellSet, fold: folding.Fold, out: Path, progress: bool
+) -> Bundle:
+    """Train one fold's ensemble on ``train`` cells over the fold's training period."""
+    s, t = dep.settings, dep.settings.training
+    forcings, statics = (list(v) for v in feature_set(s.model.feature_set))
+    targets = list(s.model.targets)
+    start, end = fold.train
+    data, stats = build_training_data(cube, forcings, statics, targets, start, end, train)
+    log.info(
+        "fold %s: %d members on %d locations x %d days", fold.name, t.members, *data.x.shape[:2]
+    )
+    spec = BundleSpec(
+        forcings=forcings,
+        statics=statics,
+        targets=targets,
+        hidden_size=s.model.hidden_size,
+        dropout=s.model.dropout,
+        stats=stats,
+        grid=s.grid,
+        product_target=s.model.product_target,
+        code_version=__version__,
+    )
+    results = train_ensemble(data, spec, t, progress=False)
+    spec.training = {
+        "config": s.model_dump(mode="json"),
+        "period": [start.isoformat(), end.isoformat()],
+        "seeds": [t.seed + k for k in range(t.members)],
+        "fold": fold.name,
+        "n_cells": int(train.rows.size),
+        "n_sites": int(data.is_site.sum()),
+        "iterations": results[0].iterations,
+    }
+    spec.metrics = {"final_loss": [float(np.mean(r.losses[-10:])) for r in results]}
+    return load_bundle(save_bundle(out, spec, [r.net for r in results]))
+
+
+def evaluate(
+    dep: Deployment,
+    out: Path,
+    opts: EvaluationOptions,
+    experiment: str | None = None,
+    bundle: Path | None = None,
+    progress: bool = True,
+) -> Report:
+    """Run an experiment or score a bundle, then write the report directory ``out``."""
+    if (experiment is None) == (bundle is None):
+        raise EvaluationError("give either an experiment or a model bundle to evaluate")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dep.settings.to_yaml())
+    if experiment is not None:
+        scores = run_experiment(dep, experiment, out, opts, progress)
+    else:
+        assert bundle is not None
+        scores = evaluate_bundle(dep, bundle, opts, progress)
+    land = land_map(dep.grid, dep.domain)
+    return write_report(scores, out, land, seed=dep.settings.training.seed)
