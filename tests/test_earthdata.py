@@ -40,8 +40,9 @@ def _files(tmp_path: Path, *names: str) -> list[Path]:
 
 
 def test_search_request_is_exact_and_filters_other_days(tmp_path: Path) -> None:
-    files = _files(tmp_path, "SMAP_L3_SM_P_E_20210629_R19240_001.h5",
-                   "SMAP_L3_SM_P_E_20210630_R19240_001.h5")  # fmt: skip
+    files = _files(
+        tmp_path, "SMAP_L3_SM_P_E_20210629_R19240_001.h5", "SMAP_L3_SM_P_E_20210630_R19240_001.h5"
+    )
     fake = FakeEarthaccess({("SPL3SMP_E", "006"): files})
     found = Earthdata(fake).search(
         "SPL3SMP_E", "006", DAY, (10.0, -5.0, 20.0, 5.0), name_contains="_20210630_"

@@ -59,8 +59,14 @@ def _half_hour_copies(src: Path, folder: Path, n: int, day: dt.date = DAY) -> li
     return out
 
 
-def _daily_file(path: Path, field_lat_lon: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-                units: str = "mm/day", name: str = "precipitation") -> Path:  # fmt: skip
+def _daily_file(
+    path: Path,
+    field_lat_lon: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    units: str = "mm/day",
+    name: str = "precipitation",
+) -> Path:
     """A V07-layout daily file: root-group (time, lon, lat) variables, seconds since 1970."""
     t0 = int(dt.datetime(DAY.year, DAY.month, DAY.day, tzinfo=dt.UTC).timestamp())
     with netCDF4.Dataset(path, "w") as nc:
@@ -139,8 +145,9 @@ def test_daily_file_is_transposed_by_dim_name(tmp_path: Path) -> None:
     lat = np.arange(-0.95, 1.0, 0.1)  # 20 rows
     lon = np.arange(10.05, 13.0, 0.1)  # 30 columns: not square, so a swap cannot hide
     field = np.add.outer(lat * 100, lon)  # distinct in every pixel
-    f = _daily_file(tmp_path / "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
-                    np.abs(field), lat, lon)  # fmt: skip
+    f = _daily_file(
+        tmp_path / "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4", np.abs(field), lat, lon
+    )
     da = ImergSource().read(_granule((f,)))["precip_imerg"]
     assert da.shape == (1, 20, 30)
     np.testing.assert_allclose(da.values[0], np.abs(field), rtol=1e-6)
@@ -196,8 +203,10 @@ def test_fetch_falls_back_to_late_and_records_it(subset: Path, tmp_path: Path) -
 def test_fetch_prefers_final_and_skips_other_days(subset: Path, tmp_path: Path) -> None:
     srv = tmp_path / "srv"
     srv.mkdir()
-    names = ["3B-DAY.MS.MRG.3IMERG.20191231-S000000-E235959.V07B.nc4",
-             "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4"]  # fmt: skip
+    names = [
+        "3B-DAY.MS.MRG.3IMERG.20191231-S000000-E235959.V07B.nc4",
+        "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
+    ]
     for n in names:
         shutil.copyfile(subset, srv / n)
     fake = FakeEarthaccess({("GPM_3IMERGDF", "07"): [srv / n for n in names]})
@@ -239,9 +248,11 @@ def test_options_reject_unknown_keys() -> None:
 
 
 def test_local_takes_the_best_run_on_disk(subset: Path, tmp_path: Path) -> None:
-    for name in ["3B-DAY-E.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
-                 "3B-DAY-L.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
-                 "3B-DAY.MS.MRG.3IMERG.20200102-S000000-E235959.V07B.nc4"]:  # fmt: skip
+    for name in [
+        "3B-DAY-E.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
+        "3B-DAY-L.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
+        "3B-DAY.MS.MRG.3IMERG.20200102-S000000-E235959.V07B.nc4",
+    ]:
         shutil.copyfile(subset, tmp_path / name)
     granule = ImergSource().local(DAY, tmp_path)
     assert granule.version == "GPM_3IMERGDL.07"

@@ -118,8 +118,13 @@ class ImergSource:
                 continue
             what = f"{short} {self.options.version} on {day.isoformat()}"
             files = pick_files(self.earthdata.download(found, workdir, what), SUFFIXES, what)
-            return Granule(NAME, day, tuple(files), f"{short}.{self.options.version}",
-                           _run_notes(run, self.options.runs[:i]))  # fmt: skip
+            return Granule(
+                NAME,
+                day,
+                tuple(files),
+                f"{short}.{self.options.version}",
+                _run_notes(run, self.options.runs[:i]),
+            )
         shorts = ", ".join(DAILY_SHORT_NAMES[r] for r in self.options.runs)
         raise DateNotServedError(
             f"no IMERG granule for {day.isoformat()}: searched {shorts} "
