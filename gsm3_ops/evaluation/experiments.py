@@ -22,26 +22,36 @@ from gsm3_ops.cube import Cube
 from gsm3_ops.evaluation import folds as folding
 from gsm3_ops.evaluation.figures import land_map
 from gsm3_ops.evaluation.locations import (
+    AGAINST,
     cells_of,
     observations,
     site_attributes,
     site_table,
 )
 from gsm3_ops.evaluation.predict import missing_inputs, predict_series, read_inputs, target_head
-from gsm3_ops.evaluation.references import Reference, check_reference, reference_series
+from gsm3_ops.evaluation.references import (
+    Reference,
+    ReferenceProductError,
+    check_reference,
+    parse_reference,
+    reference_series,
+)
 from gsm3_ops.evaluation.report import Report, write_report
 from gsm3_ops.evaluation.scores import EvaluationError, Scores, scores_from_series, skips
+from gsm3_ops.features import FeatureError
 from gsm3_ops.inference.engine import pick_device
 from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.training.dataset import CellSet, build_training_data
-from gsm3_ops.training.trainer import train_ensemble
+from gsm3_ops.training.trainer import TrainingError, train_ensemble
 from gsm3_ops.variables import REGISTRY, feature_set
 
 log = logging.getLogger(__name__)
 
 MODEL = "GSM3"
+# Errors a user can fix: a bad option, reference, site set or training input.
+EVALUATION_ERRORS = (EvaluationError, ReferenceProductError, TrainingError, FeatureError)
 
 
 @dataclass(frozen=True)
@@ -215,10 +225,7 @@ def _score(
         "units": REGISTRY["insitu"].units,
         "period": [start.isoformat(), end.isoformat()],
         "warmup_days": _warmup(dep, opts),
-        "references": {
-            r.name: f"{r.kind}:{r.where}" + (f"#{r.variable}" if r.variable else "")
-            for r in opts.references
-        },
+        "references": {r.name: r.describe() for r in opts.references},
         "attributes": list(attributes.columns),
         "grid": dep.settings.grid,
         "code_version": __version__,
@@ -280,6 +287,49 @@ def _train_fold(
     return load_bundle(save_bundle(out, spec, [r.net for r in results]))
 
 
+def options_from_cli(
+    against: str = "insitu",
+    folds: int = 5,
+    min_pairs: int = 30,
+    split: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    references: list[str] | None = None,
+    own_days: bool = False,
+    held_out_only: bool = False,
+) -> EvaluationOptions:
+    """Options from command-line text; a bad value raises :class:`EvaluationError` naming
+    the flag."""
+    if against not in AGAINST:
+        raise EvaluationError(f"--against {against!r}: choose one of {', '.join(AGAINST)}")
+    if min_pairs < 2:
+        raise EvaluationError(f"--min-pairs {min_pairs}: at least 2 pairs define R")
+    refs = tuple(parse_reference(r) for r in references or [])
+    names = [r.name for r in refs]
+    if MODEL in names or len(set(names)) != len(names):
+        raise EvaluationError(f"--reference names must be unique and not {MODEL!r}: {names}")
+    return EvaluationOptions(
+        against=against,
+        folds=folds,
+        min_pairs=min_pairs,
+        split=_day(split, "--split-date"),
+        start=_day(start, "--start"),
+        end=_day(end, "--end"),
+        references=refs,
+        same_days=not own_days,
+        held_out_only=held_out_only,
+    )
+
+
+def _day(text: str | None, flag: str) -> dt.date | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise EvaluationError(f"{flag} {text!r} is not a date in the form YYYY-MM-DD") from None
+
+
 def evaluate(
     dep: Deployment,
     out: Path,
@@ -288,9 +338,18 @@ def evaluate(
     bundle: Path | None = None,
     progress: bool = True,
 ) -> Report:
-    """Run an experiment or score a bundle, then write the report directory ``out``."""
+    """Run an experiment or score a bundle, then write the report directory ``out``.
+
+    The inputs are checked before anything is written.
+    """
     if (experiment is None) == (bundle is None):
         raise EvaluationError("give either an experiment or a model bundle to evaluate")
+    if experiment is not None and experiment not in folding.EXPERIMENTS:
+        raise EvaluationError(
+            f"unknown experiment {experiment!r}; choose one of {', '.join(folding.EXPERIMENTS)}"
+        )
+    if bundle is not None:
+        load_bundle(bundle)  # a BundleError now, before the report directory exists
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dep.settings.to_yaml())

@@ -47,6 +47,14 @@ class Reference:
     where: str
     variable: str = ""
 
+    def describe(self) -> str:
+        """The reference as written on the command line (without the name)."""
+        if self.kind == "cube":
+            return (
+                f"cube:{self.where}/{self.variable}" if self.variable != self.where else "cube:smap"
+            )
+        return f"zarr:{self.where}#{self.variable}" if self.kind == "zarr" else f"cog:{self.where}"
+
 
 def parse_reference(text: str) -> Reference:
     """Parse ``NAME=KIND:WHERE`` (see the module docstring)."""
