@@ -15,15 +15,34 @@ import numpy as np
 from gsm3_ops import variables
 
 Stats = dict[str, dict[str, float]]
+# Variable name -> transform, for data outside the registry (e.g. a benchmark's NLDAS inputs).
+Transforms = Mapping[str, variables.Transform]
 
 
 class FeatureError(ValueError):
     """Inputs that cannot be assembled (missing variable, no valid data)."""
 
 
-def trimmed_stats(values: np.ndarray, name: str) -> dict[str, float]:
+def apply_transform(
+    values: np.ndarray, name: str, transforms: Transforms | None = None
+) -> np.ndarray:
+    """``values`` of variable ``name`` after its input transform: the one given in
+    ``transforms`` when listed there, else the registry's."""
+    if transforms is not None and name in transforms:
+        kind = transforms[name]
+        if kind not in ("none", "log_sqrt"):
+            raise FeatureError(f"unknown transform {kind!r} for variable {name!r}")
+        if kind == "log_sqrt":
+            return np.log10(np.sqrt(np.clip(values, 0.0, None)) + 0.1)
+        return values
+    return variables.get(name).apply_transform(values)
+
+
+def trimmed_stats(
+    values: np.ndarray, name: str, transforms: Transforms | None = None
+) -> dict[str, float]:
     """Mean and std of the 10-90 % trimmed, finite, transformed values of variable ``name``."""
-    v = variables.get(name).apply_transform(np.asarray(values, dtype=np.float64))
+    v = apply_transform(np.asarray(values, dtype=np.float64), name, transforms)
     v = v[np.isfinite(v)]
     if v.size == 0:
         raise FeatureError(f"variable {name!r} has no valid value to compute statistics from")
@@ -36,22 +55,29 @@ def trimmed_stats(values: np.ndarray, name: str) -> dict[str, float]:
     return {"mean": float(kept.mean()), "std": std if std > 1e-6 else 1.0}
 
 
-def compute_stats(arrays: Mapping[str, np.ndarray]) -> Stats:
-    """Statistics for each named array (any shape)."""
-    return {name: trimmed_stats(a, name) for name, a in arrays.items()}
+def compute_stats(arrays: Mapping[str, np.ndarray], transforms: Transforms | None = None) -> Stats:
+    """Statistics for each named array (any shape); compute them on training data only."""
+    return {name: trimmed_stats(a, name, transforms) for name, a in arrays.items()}
 
 
-def normalise(values: np.ndarray, name: str, stats: Stats) -> np.ndarray:
+def normalise(
+    values: np.ndarray, name: str, stats: Stats, transforms: Transforms | None = None
+) -> np.ndarray:
     """Transform and z-score ``values`` of variable ``name`` with ``stats`` (float32)."""
+    if name not in stats:
+        raise FeatureError(f"no normalisation statistics for variable {name!r}")
     s = stats[name]
-    v = variables.get(name).apply_transform(np.asarray(values, dtype=np.float32))
+    v = apply_transform(np.asarray(values, dtype=np.float32), name, transforms)
     return ((v - s["mean"]) / s["std"]).astype(np.float32)
 
 
-def denormalise(values: np.ndarray, name: str, stats: Stats) -> np.ndarray:
+def denormalise(
+    values: np.ndarray, name: str, stats: Stats, transforms: Transforms | None = None
+) -> np.ndarray:
     """Invert :func:`normalise` for an untransformed variable (the targets)."""
-    if variables.get(name).transform != "none":
-        raise FeatureError(f"cannot invert the {variables.get(name).transform} transform")
+    kind = transforms[name] if transforms and name in transforms else variables.get(name).transform
+    if kind != "none":
+        raise FeatureError(f"cannot invert the {kind} transform of {name!r}")
     s = stats[name]
     return (np.asarray(values, dtype=np.float32) * s["std"] + s["mean"]).astype(np.float32)
 
@@ -62,6 +88,7 @@ def assemble_inputs(
     order_forcing: list[str],
     order_static: list[str],
     stats: Stats,
+    transforms: Transforms | None = None,
 ) -> np.ndarray:
     """Model inputs (locations, time, n_in) from forcings (time, locations) and statics
     (locations,), normalised; statics are repeated along time; missing values become 0."""
@@ -73,9 +100,10 @@ def assemble_inputs(
     n_time, n_loc = np.shape(forcing[order_forcing[0]])
     out = np.empty((n_loc, n_time, len(order_forcing) + len(order_static)), dtype=np.float32)
     for i, name in enumerate(order_forcing):
-        out[:, :, i] = normalise(forcing[name], name, stats).T
+        out[:, :, i] = normalise(forcing[name], name, stats, transforms).T
     for j, name in enumerate(order_static):
-        out[:, :, len(order_forcing) + j] = normalise(static[name], name, stats)[:, None]
+        z = normalise(static[name], name, stats, transforms)
+        out[:, :, len(order_forcing) + j] = z[:, None]
     np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 

@@ -44,3 +44,20 @@ def test_assemble_inputs_fills_missing_with_zero_and_repeats_statics() -> None:
 def test_stats_refuse_all_missing() -> None:
     with pytest.raises(FeatureError, match="no valid value"):
         compute_stats({"t2m": np.full(5, np.nan)})
+
+
+def test_transforms_for_variables_outside_the_registry() -> None:
+    rain = np.array([0.0, 1.0, 4.0, 9.0, 16.0] * 20)
+    tr = {"APCP_FORA": "log_sqrt", "TMP_2_FORA": "none"}
+    s = compute_stats({"APCP_FORA": rain, "TMP_2_FORA": np.linspace(260, 300, 50)}, tr)
+    assert s["APCP_FORA"] == compute_stats({"precip_mswep": rain})["precip_mswep"]
+    x = assemble_inputs({"APCP_FORA": rain[:, None]}, {}, ["APCP_FORA"], [], s, tr)
+    assert np.allclose(
+        x[0, :, 0], normalise(rain, "precip_mswep", {"precip_mswep": s["APCP_FORA"]})
+    )
+    with pytest.raises(FeatureError, match="cannot invert the log_sqrt"):
+        denormalise(x[0, :, 0], "APCP_FORA", s, tr)
+    with pytest.raises(FeatureError, match="no normalisation statistics for variable 'd2m'"):
+        normalise(rain, "d2m", s)
+    with pytest.raises(FeatureError, match="unknown transform"):
+        compute_stats({"X": rain}, {"X": "log"})
