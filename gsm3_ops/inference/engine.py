@@ -1,12 +1,15 @@
-"""Run every ensemble member over cells, in batches bounded by a memory budget.
+"""Run every ensemble member over cells, in batches sized to a memory budget.
 
 ``advance`` runs a sequence of days from a given state (zero state when None) and returns the
 last day's outputs and the end state: one day from yesterday's state is ``step`` mode, the 365
 days up to a date from a zero state are ``window`` mode and also the cold-start spin-up.
+``series`` returns every day's outputs (hydroDL's whole-series prediction). The network's
+evaluation path is a plain ``nn.LSTM``, so CUDA runs cuDNN; bf16 autocast is optional.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +21,11 @@ from gsm3_ops.features import denormalise
 from gsm3_ops.model.bundle import Bundle
 
 States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
+
+# float32 values held per cell and day while a batch runs: the time-major input copy and the
+# network's input (n_in each), the input layer's output (H), the LSTM's gate pre-activations
+# (4H) and output (H), and the heads (n_out); per cell once: h and c in and out, and copies.
+_STATE_FLOATS = 8
 
 
 def pick_device(name: str) -> torch.device:
@@ -31,36 +39,75 @@ def pick_device(name: str) -> torch.device:
 
 @dataclass
 class Engine:
-    """A bundle on a device, with the number of cells run at once."""
+    """A bundle on a device, with how many cells run at once.
+
+    Parameters
+    ----------
+    bundle
+        The ensemble; its networks are moved to ``device``.
+    device
+        ``cpu`` or ``cuda``.
+    batch_cells
+        Cells per batch; None picks the largest batch whose activations fit
+        ``memory_budget_gb``.
+    memory_budget_gb
+        Bytes (in GB) a batch may hold in activations, inputs and states.
+    autocast
+        ``"bfloat16"`` runs the networks under bf16 autocast; ``"none"`` in float32.
+    """
 
     bundle: Bundle
     device: torch.device
     batch_cells: int | None = None
+    memory_budget_gb: float = 1.0
+    autocast: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.autocast not in ("none", "bfloat16"):
+            raise ValueError(f"autocast must be 'none' or 'bfloat16', not {self.autocast!r}")
+        for net in self.bundle.members:
+            net.to(self.device).eval()
+
+    def cells_per_batch(self, n_days: int) -> int:
+        """Cells per batch for sequences of ``n_days`` days."""
+        if self.batch_cells:
+            return self.batch_cells
+        spec = self.bundle.spec
+        h = spec.hidden_size
+        per_day = 2 * len(spec.inputs) + 6 * h + len(spec.targets)
+        per_cell = 4 * (n_days * per_day + _STATE_FLOATS * h)
+        return max(1, int(self.memory_budget_gb * 1e9) // per_cell)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _runs(
         self, x: np.ndarray, state: States | None
     ) -> Iterator[tuple[int, slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """For each cell batch and member: (member, cell slice, outputs (days, cells, n_out),
         h, c), all torch tensors on the device, run from ``state`` (zero when None)."""
-        n_cells, batch = x.shape[0], self.batch_cells or 4096
+        n_cells, n_days = x.shape[:2]
+        batch = self.cells_per_batch(n_days)
         for lo in range(0, n_cells, batch):
             cells = slice(lo, min(lo + batch, n_cells))
-            xb = torch.from_numpy(np.ascontiguousarray(x[cells].transpose(1, 0, 2))).to(self.device)
+            xb = torch.from_numpy(np.ascontiguousarray(x[cells].transpose(1, 0, 2)))
+            xb = xb.to(self.device)
             for m, net in enumerate(self.bundle.members):
                 s = None
                 if state is not None:
-                    s = tuple(
-                        torch.from_numpy(np.ascontiguousarray(a[m, cells]))[None].to(self.device)
-                        for a in state
-                    )
-                y, (h, c) = net(xb, s)
+                    s = tuple(torch.from_numpy(a[m, cells])[None].to(self.device) for a in state)
+                with self._autocast():
+                    y, (h, c) = net(xb, s)
                 yield m, cells, y, h, c
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def advance(self, x: np.ndarray, state: States | None) -> tuple[np.ndarray, States]:
-        """Run inputs ``x`` (cells, days, n_in) from ``state``.
+        """Run inputs ``x`` (cells, days, n_in) from ``state`` (zero state when None).
 
-        Returns the last day's normalised outputs (member, cells, n_targets) and the end state.
+        Returns the last day's normalised outputs (member, cells, n_targets) and the end state
+        (h, c), each (member, cells, hidden) float32.
         """
         n_members, n_cells = len(self.bundle.members), x.shape[0]
         out = np.empty((n_members, n_cells, len(self.bundle.spec.targets)), dtype=np.float32)
@@ -72,7 +119,7 @@ class Engine:
             c_out[m, cells] = c[0].float().cpu().numpy()
         return out, (h_out, c_out)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def series(self, x: np.ndarray) -> np.ndarray:
         """Every day's normalised outputs (member, days, cells, n_targets) from a zero state:
         hydroDL's whole-series prediction."""
@@ -84,7 +131,8 @@ class Engine:
         return out
 
     def product(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ensemble mean and spread (m3/m3) of the product target from normalised outputs."""
+        """Ensemble mean and spread (m3/m3) of the product target from normalised outputs
+        (member, ..., n_targets); each member is clipped to the product's valid range."""
         spec = self.bundle.spec
         k = spec.targets.index(spec.product_target)
         lo, hi = variables.PRODUCT_RANGE

@@ -1,49 +1,155 @@
-"""The LSTM state store: h and c per member and cell, dated, in ``<data_root>/state.zarr``.
+"""The LSTM state store: h and c per member and land cell, dated, in ``<data_root>/state.zarr``.
 
-Each date is a child group ``YYYY-MM-DD`` holding ``h`` and ``c`` (member, y, x, hidden) valid
-at the end of that day. A date is written under a temporary name and renamed into place, so
-a crash never leaves a half-written state visible. Retention keeps the most recent dates and
-the first state of every month (the checkpoints any day can be recomputed from).
+Layout (Zarr v3): the root's attributes say whose states these are (bundle, grid, domain,
+tile size, a hash of the land mask, members, hidden size, precision). Each date is a child
+group ``YYYY-MM-DD`` holding the state valid at the end of that day: one array per tile with
+land, named ``r<row>c<col>`` after the tile's domain-relative origin, shape
+``(2, member, cell, hidden)`` (h then c) over the tile's land cells in row-major order.
+Only land cells cost bytes: 1.8 M cells x 5 members x 256 x 2 is 18 GB a date in float32,
+9 GB in bfloat16 (stored as the uint16 bit pattern; Zarr has no bfloat16).
+
+A date is written under a temporary name (tile by tile, by any worker) and renamed into place
+once every tile is there, so a crash never leaves a half-written date visible. Retention keeps
+the most recent dates and one checkpoint per period (the first date stored in each month by
+default), from which any later day can be recomputed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import zarr
 
+STATE_FORMAT = 2
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CHUNK_ELEMENTS = 1 << 24  # ~64 MB float32 per chunk: large sequential writes, bounded copies
+
+States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden) float32
 
 
 class StateError(RuntimeError):
-    """A state store that does not belong to the bundle or domain in use."""
+    """A state store that does not belong to the bundle or domain in use, or an unusable one."""
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Whose states a store holds; a store is only ever used with the layout it was made for."""
+
+    bundle_id: str
+    grid: str
+    domain: tuple[int, int, int, int]  # row0, col0, n_rows, n_cols on the grid
+    tile_size: int
+    land_hash: str
+    members: int
+    hidden: int
+    dtype: str  # "float32" or "bfloat16"
+
+
+def land_hash(land: np.ndarray) -> str:
+    """A short hash of a boolean land mask (it fixes which cells a tile's arrays hold)."""
+    land = np.asarray(land, dtype=bool)
+    digest = hashlib.sha256(repr(land.shape).encode() + np.packbits(land).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def tile_key(row0: int, col0: int) -> str:
+    """The array name of the tile whose domain-relative origin is (row0, col0)."""
+    return f"r{row0:05d}c{col0:05d}"
+
+
+def quantise(state: States, dtype: str) -> States:
+    """``state`` as it reads back after storing at ``dtype`` (bfloat16 rounds to nearest)."""
+    if dtype == "float32":
+        return state
+    return tuple(_from_bf16(_to_bf16(a)) for a in state)  # type: ignore[return-value]
+
+
+def _to_bf16(a: np.ndarray) -> np.ndarray:
+    # torch rounds to nearest even and is vectorised and threaded; the bits go out as uint16.
+    bits = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
+    return bits.view(torch.int16).numpy().view(np.uint16)
+
+
+def _from_bf16(bits: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(bits).view(np.int16)).view(torch.bfloat16)
+    return t.to(torch.float32).numpy()
+
+
+def write_tile(group: Path, key: str, state: States, dtype: str) -> None:
+    """Write one tile's h and c (member, cells, hidden) into the date group at ``group``."""
+    h, c = state
+    members, n_cells, hidden = h.shape
+    stacked = np.stack([h, c])
+    data = _to_bf16(stacked) if dtype == "bfloat16" else stacked.astype(np.float32, copy=False)
+    cells_chunk = max(1, min(n_cells, _CHUNK_ELEMENTS // (2 * members * hidden)))
+    arr = zarr.create_array(
+        zarr.storage.LocalStore(group),
+        name=key,
+        shape=data.shape,
+        chunks=(2, members, cells_chunk, hidden),
+        dtype=data.dtype,
+        fill_value=0,
+        compressors=None,  # states are noise to a compressor; raw chunks write at disk speed
+        dimension_names=("state", "member", "cell", "hidden"),
+        attributes={"state_dtype": dtype},
+        config={"write_empty_chunks": True},  # skip the all-fill scan of every chunk
+        overwrite=True,
+    )
+    arr[...] = data
+
+
+def read_tile(group: Path, key: str, n_cells: int) -> States:
+    """h and c (member, cells, hidden) float32 of one tile from the date group at ``group``."""
+    try:
+        arr = zarr.open_array(zarr.storage.LocalStore(group, read_only=True), path=key, mode="r")
+    except FileNotFoundError:
+        raise StateError(f"state {group.name} has no tile {key} (an incomplete store?)") from None
+    if arr.shape[2] != n_cells:
+        raise StateError(
+            f"state {group.name} tile {key} holds {arr.shape[2]} cells, the land mask {n_cells}"
+        )
+    data = arr[...]
+    if arr.attrs.get("state_dtype") == "bfloat16":
+        data = _from_bf16(data)
+    return data[0], data[1]
 
 
 class StateStore:
-    """Dated LSTM states of one bundle over one domain (``shape`` = (rows, cols))."""
+    """Dated LSTM states of one bundle over one domain; refuses a store made for another."""
 
-    def __init__(self, path: Path, bundle_id: str, shape: tuple[int, int], tile_size: int) -> None:
-        self.path, self.bundle_id, self.shape, self.tile = Path(path), bundle_id, shape, tile_size
-        root = zarr.open_group(self.path, mode="a")
-        owner = root.attrs.get("bundle_id")
-        if owner is None:
-            root.attrs.update({"bundle_id": bundle_id, "shape": list(shape)})
-        elif owner != bundle_id or list(root.attrs.get("shape", [])) != list(shape):
-            raise StateError(
-                f"state store {self.path} belongs to bundle {owner} over "
-                f"{root.attrs.get('shape')}, not to bundle {bundle_id} over {list(shape)}; "
-                "move it away to start a new one"
-            )
+    def __init__(self, path: Path, layout: StateLayout) -> None:
+        self.path, self.layout = Path(path), layout
+        wanted = {"state_format": STATE_FORMAT, **_jsonable(layout)}
+        if (self.path / "zarr.json").exists():
+            have = dict(zarr.open_group(self.path, mode="r").attrs)
+            diffs = [
+                f"{k} {have.get(k)!r} (this run: {v!r})"
+                for k, v in wanted.items()
+                if have.get(k) != v
+            ]
+            if diffs:
+                raise StateError(
+                    f"state store {self.path} was made for another model or domain: "
+                    + "; ".join(diffs)
+                    + ". Move it away (a new one is spun up) or configure the matching run"
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise StateError(f"{self.path} exists and is not a state store")
+        else:
+            zarr.open_group(self.path, mode="w", attributes=wanted)
 
     def dates(self) -> list[dt.date]:
         """Dates with a complete state, ascending."""
-        if not self.path.is_dir():
-            return []
         names = [p.name for p in self.path.iterdir() if p.is_dir() and _DATE.match(p.name)]
         return sorted(dt.date.fromisoformat(n) for n in names)
 
@@ -52,48 +158,71 @@ class StateStore:
         earlier = [d for d in self.dates() if d <= day]
         return earlier[-1] if earlier else None
 
-    def load(self, day: dt.date, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
-        """h and c (member, cells, hidden) at domain cells ``rows``, ``cols`` for ``day``."""
-        group = zarr.open_group(self.path / day.isoformat(), mode="r")
-        return tuple(np.asarray(group[name][:])[:, rows, cols, :] for name in ("h", "c"))
+    def group(self, day: dt.date) -> Path:
+        """The folder of the committed state of ``day``."""
+        return self.path / day.isoformat()
 
-    def save(
-        self, day: dt.date, rows: np.ndarray, cols: np.ndarray, h: np.ndarray, c: np.ndarray
-    ) -> None:
-        """Store h and c (member, cells, hidden) at domain cells for ``day`` (replacing it)."""
-        final = self.path / day.isoformat()
-        tmp = self.path / f".tmp-{day.isoformat()}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        group = zarr.open_group(tmp, mode="w")
-        group.attrs.update({"date": day.isoformat(), "bundle_id": self.bundle_id})
-        members, _, hidden = h.shape
-        full_shape = (members, *self.shape, hidden)
-        for name, values in (("h", h), ("c", c)):
-            full = np.full(full_shape, np.nan, dtype=np.float32)
-            full[:, rows, cols, :] = values
-            arr = group.create_array(
-                name,
-                shape=full_shape,
-                chunks=(1, self.tile, self.tile, hidden),
-                dtype="float32",
-                fill_value=np.nan,
-                dimension_names=("member", "y", "x", "hidden"),
-            )
-            arr[...] = full
+    def begin(self, day: dt.date) -> Path:
+        """A fresh temporary group for ``day``'s tiles; :meth:`commit` or :meth:`abort` it."""
+        tmp = self.path / f".tmp-{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+        zarr.open_group(tmp, mode="w", attributes={"date": day.isoformat()})
+        return tmp
+
+    def commit(self, day: dt.date, tmp: Path, keys: Iterable[str]) -> None:
+        """Make the temporary group ``tmp`` the state of ``day`` once every tile is in it."""
+        missing = [k for k in keys if not (tmp / k / "zarr.json").is_file()]
+        if missing:
+            raise StateError(f"state {day} is missing tiles {missing[:5]}; not committed")
+        final = self.group(day)
+        old = self.path / f".old-{day.isoformat()}-{uuid.uuid4().hex[:8]}"
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, old)
         os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
 
-    def prune(self, keep_recent: int) -> list[dt.date]:
-        """Delete states other than the ``keep_recent`` latest and each month's first; return
-        the deleted dates."""
+    def abort(self, tmp: Path) -> None:
+        """Discard a temporary group."""
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def load(self, day: dt.date, key: str, n_cells: int) -> States:
+        """h and c of one tile for ``day`` (float32, whatever the stored precision)."""
+        return read_tile(self.group(day), key, n_cells)
+
+    def checkpoints(self, every: str = "month") -> list[dt.date]:
+        """The first stored date of each ``week``, ``month`` or ``year``."""
+        first: dict[tuple[int, int], dt.date] = {}
+        for d in self.dates():
+            first.setdefault(_period(d, every), d)
+        return sorted(first.values())
+
+    def prune(
+        self, keep_recent: int, every: str = "month", keep_checkpoints: int | None = None
+    ) -> list[dt.date]:
+        """Delete states other than the ``keep_recent`` latest and the checkpoints (the latest
+        ``keep_checkpoints`` of them when given); return the deleted dates."""
         dates = self.dates()
-        keep = set(dates[-keep_recent:])
-        first_of_month: dict[tuple[int, int], dt.date] = {}
-        for d in dates:
-            first_of_month.setdefault((d.year, d.month), d)
-        keep.update(first_of_month.values())
+        checkpoints = self.checkpoints(every)
+        if keep_checkpoints is not None:
+            checkpoints = checkpoints[-keep_checkpoints:]
+        keep = set(dates[-keep_recent:]) | set(checkpoints)
         gone = [d for d in dates if d not in keep]
         for d in gone:
-            shutil.rmtree(self.path / d.isoformat())
+            shutil.rmtree(self.group(d))
         return gone
+
+
+def _period(d: dt.date, every: str) -> tuple[int, int]:
+    if every == "week":
+        year, week, _ = d.isocalendar()
+        return (year, week)
+    if every == "month":
+        return (d.year, d.month)
+    if every == "year":
+        return (d.year, 0)
+    raise ValueError(f"unknown checkpoint period {every!r}; use week, month or year")
+
+
+def _jsonable(layout: StateLayout) -> dict:
+    out = asdict(layout)
+    out["domain"] = list(layout.domain)
+    return out
