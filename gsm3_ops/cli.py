@@ -97,18 +97,36 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the bundle to.")],
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
+    folds: Annotated[
+        int | None,
+        typer.Option("--folds", min=2, help="One member per fold of a K-fold split of the cells."),
+    ] = None,
+    members: Annotated[
+        int | None,
+        typer.Option("--members", min=1, help="N seeded members (default: training.members)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the profile's model ensemble and write a bundle directory."""
-    from gsm3_ops.ops.models import train_bundle
+    """Train the model ensemble into one bundle directory; an interrupted run resumes."""
+    from gsm3_ops.ops.ingest import ensure_days
+    from gsm3_ops.training.ensemble import train_bundle_from_cube
+    from gsm3_ops.training.trainer import TrainingError
 
+    if folds is not None and members is not None:
+        raise _fail("choose --folds or --members, not both")
     settings = _settings(config, profile)
+    t = settings.training
     try:
         dep = Deployment(settings)
         _logging(quiet)
         with run_lock(settings.data_root):
-            path = train_bundle(dep, dep.open_cube(), out.resolve(), progress=not quiet)
-    except USER_ERRORS as exc:
+            cube = dep.open_cube()
+            ensure_days(dep, cube, t.start, t.end)
+            path = train_bundle_from_cube(
+                cube, *dep.land_cells, (dep.domain.row0, dep.domain.col0), settings,
+                out.resolve(), members=members, folds=folds, progress=not quiet,
+            )  # fmt: skip
+    except (*USER_ERRORS, TrainingError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"bundle: {path}")
 
@@ -179,11 +197,12 @@ def evaluate(
     against: Annotated[str, typer.Option(help="Observation: insitu, smap or truth.")] = "insitu",
     folds: Annotated[int, typer.Option(help="Folds of random-kfold.")] = 5,
     min_pairs: Annotated[int, typer.Option(help="Fewest paired days to score a site.")] = 30,
-    split_date: Annotated[
-        str | None, typer.Option(help="temporal: first test day (default mid-period).")
+    start: Annotated[
+        str | None, typer.Option(help="--model: first day scored (default training.test_start).")
     ] = None,
-    start: Annotated[str | None, typer.Option(help="--model: first day scored.")] = None,
-    end: Annotated[str | None, typer.Option(help="--model: last day scored.")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="--model: last day scored (default training.test_end).")
+    ] = None,
     reference: Annotated[
         list[str] | None,
         typer.Option(help="NAME=cube:smap | NAME=zarr:PATH#VAR | NAME=cog:DIR (repeatable)."),
@@ -205,8 +224,8 @@ def evaluate(
 
     settings = _settings(config, profile)
     try:
-        opts = options_from_cli(against, folds, min_pairs, split_date, start, end, reference,
-                                own_days, held_out_only)  # fmt: skip
+        opts = options_from_cli(against, folds, min_pairs, start, end, reference, own_days,
+                                held_out_only)  # fmt: skip
         dep = Deployment(settings)
         setup_logging(quiet, log_json)
         with run_lock(settings.data_root):

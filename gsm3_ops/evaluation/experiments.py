@@ -44,6 +44,7 @@ from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.training.dataset import CellSet, build_training_data
+from gsm3_ops.training.splits import SplitError
 from gsm3_ops.training.trainer import TrainingError, train_ensemble
 from gsm3_ops.variables import REGISTRY, feature_set
 
@@ -51,7 +52,13 @@ log = logging.getLogger(__name__)
 
 MODEL = "GSM3"
 # Errors a user can fix: a bad option, reference, site set or training input.
-EVALUATION_ERRORS = (EvaluationError, ReferenceProductError, TrainingError, FeatureError)
+EVALUATION_ERRORS = (
+    EvaluationError,
+    ReferenceProductError,
+    TrainingError,
+    FeatureError,
+    SplitError,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,7 @@ class EvaluationOptions:
     against: str = "insitu"
     folds: int = 5
     min_pairs: int = 30
-    split: dt.date | None = None  # temporal: first scored day (default mid-period)
-    start: dt.date | None = None  # bundle evaluation period (default: the training period)
+    start: dt.date | None = None  # bundle evaluation period (default: training.test_start..end)
     end: dt.date | None = None
     references: tuple[Reference, ...] = field(default_factory=tuple)
     same_days: bool = True
@@ -81,16 +87,20 @@ def run_experiment(
     rows, cols = dep.land_cells
     g_rows, g_cols = rows + dep.domain.row0, cols + dep.domain.col0
     warm = _warmup(dep, opts)
-    ensure_days(dep, cube, t.start - dt.timedelta(days=warm), t.end)
+    train_period = (t.start, t.end)
+    score = (t.test_start, t.test_end) if kind == "temporal" else train_period
+    first = min(train_period[0], score[0] - dt.timedelta(days=warm))
+    ensure_days(dep, cube, first, max(train_period[1], score[1]))
     sites = site_table(cube, opts.against, dep.land_cells, s.regions)
-    period = (t.start, t.end)
+    cells = (g_rows, g_cols)
     if kind == "random-kfold":
-        plan = folding.random_kfold(sites, (g_rows, g_cols), opts.folds, t.seed, period)
+        by = "sites" if opts.against == "insitu" else "cells"
+        plan = folding.random_kfold(sites, cells, opts.folds, t.seed, train_period, by)
     elif kind == "continental":
         lonlat = dep.grid.rowcol_to_lonlat(g_rows, g_cols)
-        plan = folding.continental(sites, (g_rows, g_cols), lonlat, s.regions, period)
+        plan = folding.continental(sites, cells, lonlat, s.regions, train_period)
     else:
-        plan = folding.temporal(sites, rows.size, period, opts.split, t.seq_len)
+        plan = folding.temporal(sites, rows.size, train_period, score)
     score_start, score_end = plan.folds[0].score  # every fold of an experiment shares it
     for ref in opts.references:
         check_reference(ref, cube)
@@ -156,7 +166,7 @@ def evaluate_bundle(
         raise EvaluationError(
             f"bundle {path} was trained on grid {bundle.spec.grid}, the configuration uses {s.grid}"
         )
-    start, end = opts.start or t.start, opts.end or t.end
+    start, end = opts.start or t.test_start, opts.end or t.test_end
     if end < start:
         raise EvaluationError(f"evaluation period ends ({end}) before it starts ({start})")
     warm = _warmup(dep, opts)
@@ -233,7 +243,9 @@ def _score(
     scores = scores_from_series(
         obs, preds, sites, list(dep.settings.regions), opts.min_pairs, opts.same_days, info
     )
-    scores.skipped = pd.concat([skips(skipped), scores.skipped], ignore_index=True)
+    both = pd.concat([skips(skipped), scores.skipped], ignore_index=True)
+    # A region the folds already listed (no fold) needs no second line saying it is empty.
+    scores.skipped = both.drop_duplicates(["kind", "name", "model"], ignore_index=True)
     return scores
 
 
@@ -291,7 +303,6 @@ def options_from_cli(
     against: str = "insitu",
     folds: int = 5,
     min_pairs: int = 30,
-    split: str | None = None,
     start: str | None = None,
     end: str | None = None,
     references: list[str] | None = None,
@@ -312,7 +323,6 @@ def options_from_cli(
         against=against,
         folds=folds,
         min_pairs=min_pairs,
-        split=_day(split, "--split-date"),
         start=_day(start, "--start"),
         end=_day(end, "--end"),
         references=refs,

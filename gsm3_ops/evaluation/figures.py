@@ -110,9 +110,9 @@ def site_map(scores: Scores, metric: str, land: LandMap | None, path: Path) -> P
     pad = 0.05 * span
     x0, x1 = lon_all.min() - pad, lon_all.max() + pad
     y0, y1 = lat_all.min() - pad, lat_all.max() + pad
-    if land is not None:
-        x0, x1 = min(x0, np.nanmin(land.lon)), max(x1, np.nanmax(land.lon))
-        y0, y1 = min(y0, np.nanmin(land.lat)), max(y1, np.nanmax(land.lat))
+    if land is not None:  # the land mask's window already frames the sites
+        x0, x1 = min(lon_all.min(), np.nanmin(land.lon)), max(lon_all.max(), np.nanmax(land.lon))
+        y0, y1 = min(lat_all.min(), np.nanmin(land.lat)), max(lat_all.max(), np.nanmax(land.lat))
     n = len(scores.models)
     height = max(3.8, min(9.0, 4.6 * (y1 - y0) / max(x1 - x0, 1e-6) + 1.6))
     fig, axes = plt.subplots(

@@ -1,12 +1,13 @@
 """The folds of the GSM3 paper's three tests: which cells each fold trains without, which sites
-it scores, and over which periods.
+it scores, and over which periods. The splits themselves are :mod:`gsm3_ops.training.splits`.
 
-- ``random-kfold``: sites are dealt into k seeded folds; a fold trains without the cells of
-  its sites (their SMAP and in-situ data) and scores them (spatial generalisation).
-- ``continental``: one fold per configured region; it trains without every land cell of the
-  region and scores the region's sites (generalisation to an unseen continent).
-- ``temporal``: one fold; it trains on the period before the split date at every cell and
-  scores every site after it (generalisation to unseen years).
+- ``random-kfold``: seeded k-fold over the evaluated locations (``splits.site_folds``: by
+  sites against in-situ data, by cells against SMAP or the truth); a fold trains without
+  its test cells, so no value of a test location is trained on (spatial generalisation).
+- ``continental``: one fold per configured region (``splits.continental_folds``); it trains
+  without every land cell of the region and scores the region's sites.
+- ``temporal``: one fold; it trains on the training period at every cell and scores every
+  site over the disjoint test period (``training.test_start..test_end``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from gsm3_ops.config import BoxConfig
 from gsm3_ops.evaluation.scores import EvaluationError
 from gsm3_ops.regions import OTHER, region_of
-from gsm3_ops.training.splits import kfold
+from gsm3_ops.training.splits import continental_folds, site_folds, temporal_split
 
 EXPERIMENTS = ("random-kfold", "continental", "temporal")
 Period = tuple[dt.date, dt.date]
@@ -44,33 +45,44 @@ class Fold:
 
 @dataclass(frozen=True)
 class FoldPlan:
-    """The folds, and what no fold scores (kind, name, reason rows for the report)."""
+    """The folds, and what no fold scores (kind, name, model, reason rows for the report)."""
 
     folds: list[Fold]
     skipped: list[dict[str, str]]
 
 
-def _held_cells(
-    sites: pd.DataFrame, test: np.ndarray, cell_rows: np.ndarray, cell_cols: np.ndarray
-) -> np.ndarray:
-    """Land cells (global rows/cols) that hold one of the test sites."""
-    keys = set(zip(sites["row"].to_numpy()[test], sites["col"].to_numpy()[test], strict=True))
-    return np.array([(r, c) in keys for r, c in zip(cell_rows, cell_cols, strict=True)], bool)
+def site_cells(sites: pd.DataFrame, cell_rows: np.ndarray, cell_cols: np.ndarray) -> np.ndarray:
+    """Index of each site's land cell in (``cell_rows``, ``cell_cols``), -1 when not a land cell."""
+    index = {(int(r), int(c)): k for k, (r, c) in enumerate(zip(cell_rows, cell_cols, strict=True))}
+    rows, cols = sites["row"].to_numpy(), sites["col"].to_numpy()
+    return np.array([index.get((int(r), int(c)), -1) for r, c in zip(rows, cols, strict=True)])
 
 
 def random_kfold(
-    sites: pd.DataFrame, cells: tuple[np.ndarray, np.ndarray], k: int, seed: int, period: Period
+    sites: pd.DataFrame,
+    cells: tuple[np.ndarray, np.ndarray],
+    k: int,
+    seed: int,
+    period: Period,
+    by: str,
 ) -> FoldPlan:
-    """k seeded folds of the sites; each holds out the cells of its sites."""
-    if not 2 <= k <= len(sites):
-        raise EvaluationError(f"random-kfold needs 2 <= folds <= {len(sites)} sites, got {k}")
-    fold_of = kfold(len(sites), k, seed)
+    """k seeded folds of the sites (``by="sites"``) or of the cells (``by="cells"``)."""
+    where = site_cells(sites, *cells)
+    on_land = where >= 0
+    skipped = [
+        _skip("site", s, "its cell is not a land cell of the domain: never held out")
+        for s in sites.index[~on_land]
+    ]
+    if not 2 <= k <= int(on_land.sum()):
+        raise EvaluationError(
+            f"random-kfold needs 2 <= folds <= {int(on_land.sum())} sites, got {k}"
+        )
     folds = []
-    for i in range(k):
-        test = fold_of == i
-        held = _held_cells(sites, test, *cells)
-        folds.append(Fold(f"fold{i + 1}", held, test, period, period))
-    return FoldPlan(folds, [])
+    for i, f in enumerate(site_folds(where[on_land], cells[0].size, k, seed, by=by)):
+        test = np.zeros(len(sites), bool)
+        test[on_land] = f.test_sites
+        folds.append(Fold(f"fold{i + 1}", f.test_cells, test, period, period))
+    return FoldPlan(folds, skipped)
 
 
 def continental(
@@ -80,26 +92,30 @@ def continental(
     regions: Mapping[str, BoxConfig],
     period: Period,
 ) -> FoldPlan:
-    """One fold per configured region with sites; it holds out every land cell in the region."""
+    """One fold per configured region with sites; it holds out every land cell in the region
+    (and the cells of the region's sites)."""
     if not regions:
         raise EvaluationError("the continental test needs configured regions (key 'regions')")
-    cell_region = region_of(*cell_lonlat, regions)
+    names = list(regions)
+    site_masks = continental_folds(sites["region"].to_numpy(), names)
+    cell_masks = continental_folds(region_of(*cell_lonlat, regions), names)
+    where = site_cells(sites, *cells)
     folds, skipped = [], []
-    for name in regions:
-        test = (sites["region"] == name).to_numpy()
+    for name in names:
+        test = site_masks[name]
         if not test.any():
             skipped.append(_skip("region", name, "no site in this region: no fold"))
             continue
-        held = (cell_region == name) | _held_cells(sites, test, *cells)
+        held = cell_masks[name].copy()
+        held[where[test & (where >= 0)]] = True
         if held.all():
-            skipped.append(
-                _skip("fold", name, "the region covers every land cell: nothing left to train on")
-            )
+            reason = "the region covers every land cell: nothing left to train on"
+            skipped.append(_skip("fold", name, reason))
             continue
         folds.append(Fold(name, held, test, period, period))
-    outside = sites.index[(sites["region"] == OTHER).to_numpy()]
     skipped += [
-        _skip("site", s, "outside every configured region: never held out") for s in outside
+        _skip("site", s, "outside every configured region: never held out")
+        for s in sites.index[(sites["region"] == OTHER).to_numpy()]
     ]
     if not folds:
         raise EvaluationError(
@@ -109,25 +125,14 @@ def continental(
     return FoldPlan(folds, skipped)
 
 
-def temporal(
-    sites: pd.DataFrame,
-    n_cells: int,
-    period: Period,
-    split: dt.date | None,
-    min_train_days: int,
-) -> FoldPlan:
-    """Train before ``split`` (default: the middle of ``period``), score from it on."""
-    start, end = period
-    split = split or start + dt.timedelta(days=((end - start).days + 1) // 2)
-    if not start < split <= end:
-        raise EvaluationError(f"temporal split {split} must lie after {start} and not after {end}")
-    train = (start, split - dt.timedelta(days=1))
-    if (train[1] - train[0]).days + 1 < min_train_days:
-        raise EvaluationError(
-            f"temporal split {split} leaves {(train[1] - train[0]).days + 1} training days, "
-            f"fewer than the sequence length {min_train_days}; move the split later"
-        )
-    fold = Fold("temporal", np.zeros(n_cells, bool), np.ones(len(sites), bool), train, (split, end))
+def temporal(sites: pd.DataFrame, n_cells: int, train: Period, test: Period) -> FoldPlan:
+    """Train over ``train`` at every cell, score every site over the disjoint ``test``."""
+    days = pd.date_range(min(train[0], test[0]), max(train[1], test[1]), freq="D")
+    try:
+        temporal_split(days.values, train, test)  # checks order and overlap
+    except ValueError as exc:
+        raise EvaluationError(f"temporal test: {exc}") from None
+    fold = Fold("temporal", np.zeros(n_cells, bool), np.ones(len(sites), bool), train, test)
     return FoldPlan([fold], [])
 
 
