@@ -28,7 +28,8 @@ from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.ops.manifest import manifest_path, run_lock, write_json_atomic
 from gsm3_ops.ops.models import ensure_bundle
 from gsm3_ops.publish.cog import cog_path, write_cog
-from gsm3_ops.publish.product import FLAG_FILL, FLAG_GAP_FILLED, write_day
+from gsm3_ops.publish.layers import FLAG_FILL, FLAG_GAP_FILLED
+from gsm3_ops.publish.product import write_day
 
 log = logging.getLogger(__name__)
 ONE_DAY = dt.timedelta(days=1)
