@@ -50,8 +50,13 @@ def build_training_data(
     start: dt.date,
     end: dt.date,
     cells: CellSet,
+    stats: Stats | None = None,
 ) -> tuple[TrainingData, Stats]:
-    """Normalised training arrays over ``cells`` (training cells only) and their statistics."""
+    """Normalised training arrays over ``cells`` (training cells only) and their statistics.
+
+    The statistics are computed from these cells and the sites in them, unless ``stats`` is
+    given (computed on a wider training set, e.g. the union of an ensemble's folds).
+    """
     forcing, static = read_cells(cube, forcings, statics, start, end, cells)
     smap = np.asarray(cube.read("smap", ["smap"], start, end)["smap"].values)
     smap = smap[:, cells.rows, cells.cols]
@@ -71,8 +76,9 @@ def build_training_data(
     raw = {**forcing, **static, "smap": smap}
     if "insitu" in targets and obs.size and np.isfinite(obs).any():
         raw["insitu"] = obs
-    stats = compute_stats(raw)
-    stats.setdefault("insitu", stats["smap"])  # no sites: share the SMAP scale
+    if stats is None:
+        stats = compute_stats(raw)
+        stats.setdefault("insitu", stats["smap"])  # no sites: share the SMAP scale
 
     x_cells = assemble_inputs(forcing, static, forcings, statics, stats)
     n_cells, n_time = x_cells.shape[:2]
@@ -90,5 +96,6 @@ def build_training_data(
         x=np.concatenate([x_cells, x_cells[site_cell_idx]]),
         y=np.concatenate([y_cells, y_sites]),
         is_site=np.concatenate([np.zeros(n_cells, bool), np.ones(len(site_cell), bool)]),
+        cell=np.concatenate([np.arange(n_cells), site_cell_idx]),
     )
     return data, stats

@@ -23,16 +23,27 @@ class TrainingData:
     """Normalised training arrays.
 
     ``x`` is (locations, time, n_in), ``y`` (locations, time, n_targets) with NaN where a
-    target is missing; ``is_site`` marks in-situ locations (the rest are grid cells).
+    target is missing; ``is_site`` marks in-situ locations (the rest are grid cells);
+    ``cell``, when known, is the index of each location's grid cell (a site's cell), which
+    lets folds hold out a cell together with the sites inside it.
     """
 
     x: np.ndarray
     y: np.ndarray
     is_site: np.ndarray
+    cell: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.x.shape[:2] != self.y.shape[:2] or self.x.shape[0] != self.is_site.shape[0]:
+        n = self.x.shape[0]
+        if self.x.shape[:2] != self.y.shape[:2] or n != self.is_site.shape[0]:
             raise ValueError(f"inconsistent shapes x{self.x.shape} y{self.y.shape}")
+        if self.cell is not None and self.cell.shape != (n,):
+            raise ValueError(f"cell index has shape {self.cell.shape}, expected ({n},)")
+
+    def select(self, keep: np.ndarray) -> TrainingData:
+        """The locations where ``keep`` (boolean, per location) is True."""
+        cell = None if self.cell is None else self.cell[keep]
+        return TrainingData(self.x[keep], self.y[keep], self.is_site[keep], cell)
 
 
 def iterations_per_epoch(n_locations: int, n_time: int, batch_size: int, seq_len: int) -> int:
