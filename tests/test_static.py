@@ -25,9 +25,10 @@ from gsm3_ops.sources.static import (
     StaticError,
     StaticOptions,
     long_term_means,
+    static_attributes,
     static_from_rasters,
 )
-from gsm3_ops.variables import REGISTRY
+from gsm3_ops.variables import FEATURE_SETS, REGISTRY
 
 A_WGS84, E2_WGS84 = 6378137.0, 0.00669437999014
 
@@ -360,3 +361,77 @@ def test_long_term_mean_out_of_range_is_named(tmp_path: Path) -> None:
     cube.write("forcing", celsius, source="test", version="v1")
     with pytest.raises(StaticError, match=r"'lst_day_mean' from cube .*: 192 cells outside"):
         long_term_means(cube, M09, DOMAIN, DAYS[0], DAYS[-1])
+
+
+def test_precip_mean_can_come_from_another_product(tmp_path: Path) -> None:
+    """Without MSWEP (licence), precip_mean can be the IMERG long-term mean."""
+    cube = Cube.create(tmp_path / "cube.zarr", M09, DOMAIN, date(2020, 1, 1), date(2020, 12, 31), 8)
+    cube.write(
+        "forcing",
+        daily({"precip_imerg": np.full((len(DAYS), *DOMAIN.shape), 2.5)}, DAYS),
+        source="test",
+        version="v1",
+    )
+    ds = long_term_means(cube, M09, DOMAIN, DAYS[0], DAYS[-1], precip="precip_imerg")
+    np.testing.assert_allclose(ds["precip_mean"], 2.5)
+    assert ds.attrs["precip_mean_from"] == "precip_imerg"
+    assert np.isnan(long_term_means(cube, M09, DOMAIN, DAYS[0], DAYS[-1])["precip_mean"]).all()
+
+
+def test_all_17_statics_go_into_the_cube(tmp_path: Path) -> None:
+    """Rasters plus long-term means give exactly the gsm3 statics, and the cube takes them."""
+    lon_c, lat_c = M09.lonlat(DOMAIN)
+    west, north, res = np.floor(lon_c.min()) - 1, np.ceil(lat_c.max()) + 1, 0.01
+    n_rows = round((north - np.floor(lat_c.min()) + 1) / res)
+    n_cols = round((np.ceil(lon_c.max()) + 1 - west) / res)
+    transform = from_origin(west, north, res, res)
+    constant = {
+        "sand": 40.0,
+        "clay": 25.0,
+        "silt": 35.0,
+        "bulk_density": 1.4,
+        "land_cover": 7.0,
+        "ndvi": 0.5,
+    }
+    paths = {
+        k: write_tif(tmp_path / f"{k}.tif", np.full((n_rows, n_cols), v), "EPSG:4326", transform)
+        for k, v in constant.items()
+    }
+    ramp = 1200.0 + 5.0 * np.arange(n_cols)[None, :] * np.ones((n_rows, 1))
+    paths["dem"] = write_tif(tmp_path / "dem.tif", ramp, "EPSG:4326", transform)
+    cube = Cube.create(tmp_path / "cube.zarr", M09, DOMAIN, date(2020, 1, 1), date(2020, 12, 31), 8)
+    fields = {
+        "lst_day": 300.0,
+        "lst_night": 280.0,
+        "albedo_bsa": 0.2,
+        "albedo_wsa": 0.22,
+        "precip_mswep": 3.0,
+    }
+    cube.write(
+        "forcing",
+        daily({k: np.full((len(DAYS), *DOMAIN.shape), v) for k, v in fields.items()}, DAYS),
+        source="test",
+        version="v1",
+    )
+    cube.write(
+        "smap",
+        daily({"smap": np.full((len(DAYS), *DOMAIN.shape), 0.3)}, DAYS),
+        source="test",
+        version="v1",
+    )
+    opts = StaticOptions(
+        **paths, long_term_start=DAYS[0], long_term_end=DAYS[-1], long_term_min_days=5
+    )
+    ds = static_attributes(opts, cube, M09, DOMAIN)
+    assert sorted(ds.data_vars) == sorted(FEATURE_SETS["gsm3"][1])
+    for name, value in constant.items():
+        np.testing.assert_allclose(ds[name], value, rtol=1e-6)
+    np.testing.assert_allclose(ds["smap_mean"], 0.3, rtol=1e-6)
+    # The ramp rises 5 m per 0.01 deg eastwards: faces west, aspect_cos 0 in both hemispheres.
+    np.testing.assert_allclose(ds["aspect_cos"], 0.0, atol=1e-6)
+    assert ((ds["slope"] > 0.2) & (ds["slope"] < 0.3)).all()  # atan(5 m / 1.1 km)
+    cube.write_static(ds, source="static", version="rasters-v1")
+    back = cube.read_static()
+    np.testing.assert_allclose(back["sand"], 40.0)
+    with pytest.raises(StaticError, match="long_term_start and long_term_end"):
+        static_attributes(StaticOptions(**paths), cube, M09, DOMAIN)

@@ -12,10 +12,11 @@ field is aggregated onto the cells by GDAL's area-weighted average (``mode`` for
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyproj
@@ -28,7 +29,6 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window as RasterWindow
 from rasterio.windows import from_bounds
-from scipy.ndimage import map_coordinates
 
 from gsm3_ops.grid import CRS, EaseGrid, Window
 from gsm3_ops.sources.base import SourceError
@@ -48,6 +48,8 @@ LONG_TERM = {
     "smap_mean": ("smap", "smap"),
     "precip_mean": ("forcing", "precip_mswep"),
 }
+PRECIP_NAMES = ("precip_mswep", "precip_imerg", "precip_era5")
+PrecipName = Literal["precip_mswep", "precip_imerg", "precip_era5"]
 _BLOCK_PIXELS = 2_000_000  # source pixels per processing block (bounds memory)
 _CUBE_VALUES = 50_000_000  # cube values per read when averaging over time
 
@@ -77,6 +79,7 @@ class StaticOptions(BaseModel):
     long_term_start: dt.date | None = None
     long_term_end: dt.date | None = None
     long_term_min_days: int = Field(30, ge=1)
+    long_term_precip: PrecipName = "precip_mswep"
 
     @model_validator(mode="after")
     def _check(self) -> StaticOptions:
@@ -144,7 +147,13 @@ def static_from_rasters(
 
 
 def long_term_means(
-    cube: Cube, grid: EaseGrid, window: Window, start: dt.date, end: dt.date, min_days: int = 1
+    cube: Cube,
+    grid: EaseGrid,
+    window: Window,
+    start: dt.date,
+    end: dt.date,
+    min_days: int = 1,
+    precip: PrecipName = "precip_mswep",
 ) -> xr.Dataset:
     """Long-term means of LST, albedo, SMAP and MSWEP precipitation from the cube.
 
@@ -158,18 +167,24 @@ def long_term_means(
         The period (inclusive).
     min_days
         Fewest valid days for a mean; cells with fewer are NaN.
+    precip
+        The daily precipitation behind ``precip_mean``: MSWEP as in GSM3, or IMERG / ERA5
+        where MSWEP's licence is not available.
 
     Returns
     -------
     xr.Dataset
         ``lst_day_mean``, ``lst_night_mean``, ``albedo_bsa_mean``, ``albedo_wsa_mean``,
-        ``smap_mean``, ``precip_mean``: float32 (y, x), registry units, the period and the
-        number of valid days per cell (``<name>_days`` is not stored; see attrs).
+        ``smap_mean``, ``precip_mean``: float32 (y, x) in registry units; the attrs record
+        the period and ``min_days``.
     """
     if cube.grid.name != grid.name:
         raise StaticError(f"cube {cube.path} is on {cube.grid.name}, not {grid.name}")
     if end < start:
         raise StaticError(f"long-term mean period ends ({end}) before it starts ({start})")
+    if min_days < 1 or precip not in PRECIP_NAMES:
+        raise StaticError(f"min_days must be >= 1 and precip one of {PRECIP_NAMES}")
+    sources = LONG_TERM | {"precip_mean": ("forcing", precip)}
     n_days = (end - start).days + 1
     step = max(1, _CUBE_VALUES // (window.n_rows * window.n_cols * len(LONG_TERM)))
     sums = {n: np.zeros(window.shape) for n in LONG_TERM}
@@ -178,7 +193,7 @@ def long_term_means(
         a = start + dt.timedelta(days=first)
         b = min(end, a + dt.timedelta(days=step - 1))
         for group in ("forcing", "smap"):
-            wanted = {n: v for n, (g, v) in LONG_TERM.items() if g == group}
+            wanted = {n: v for n, (g, v) in sources.items() if g == group}
             ds = cube.read(group, list(wanted.values()), a, b, window)
             for name, var in wanted.items():
                 values = ds[var].values
@@ -190,8 +205,31 @@ def long_term_means(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(counts[name] >= min_days, sums[name] / counts[name], np.nan)
         data[name] = _variable(name, mean, f"cube {cube.path} {start}..{end}")
-    attrs = {"long_term_period": f"{start.isoformat()}/{end.isoformat()}", "min_days": min_days}
+    attrs = {
+        "long_term_period": f"{start.isoformat()}/{end.isoformat()}",
+        "min_days": min_days,
+        "precip_mean_from": precip,
+    }
     return xr.Dataset(data, coords=_coords(grid, window), attrs=attrs)
+
+
+def static_attributes(
+    opts: StaticOptions, cube: Cube, grid: EaseGrid, window: Window
+) -> xr.Dataset:
+    """All 17 statics: :func:`static_from_rasters` and :func:`long_term_means` over the
+    configured period (``long_term_start``/``long_term_end``, required)."""
+    if opts.long_term_start is None or opts.long_term_end is None:
+        raise StaticError("static options need long_term_start and long_term_end (dates)")
+    means = long_term_means(
+        cube,
+        grid,
+        window,
+        opts.long_term_start,
+        opts.long_term_end,
+        opts.long_term_min_days,
+        opts.long_term_precip,
+    )
+    return xr.merge([static_from_rasters(opts, grid, window), means], combine_attrs="override")
 
 
 # --- raster blocks ---------------------------------------------------------------------------
@@ -223,9 +261,9 @@ def _aggregate(
     try:
         with rasterio.open(path) as src:
             crs = _check_raster(src, attr, path)
-            for tile in grid.tiles(window, _tile_cells(src, crs, grid)):
+            for tile in grid.tiles(window, _tile_cells(src, crs, grid, window)):
                 block, transform = _read_block(src, grid, tile, crs, halo=2)
-                if block is None:
+                if block is None or not np.isfinite(block).any():  # off the raster, or sea
                     continue
                 rel = tile.relative_to(window)
                 for name, (fine, how) in derive(block * scale, transform, crs).items():
@@ -244,15 +282,21 @@ def _check_raster(src, attr: str, path: Path) -> pyproj.CRS:
     return pyproj.CRS.from_user_input(src.crs.to_wkt())
 
 
-def _pixel_metres(src, crs: pyproj.CRS) -> float:
-    res = min(abs(src.transform.a), abs(src.transform.e))
-    return res * 111_320.0 if crs.is_geographic else res * crs.axis_info[0].unit_conversion_factor
+def _tile_cells(src, crs: pyproj.CRS, grid: EaseGrid, window: Window) -> int:
+    """Cells per tile side so that a block holds about ``_BLOCK_PIXELS`` source pixels.
 
-
-def _tile_cells(src, crs: pyproj.CRS, grid: EaseGrid) -> int:
-    """Cells per tile side so that a block holds about ``_BLOCK_PIXELS`` source pixels."""
-    per_cell = grid.cell_size / _pixel_metres(src, crs)
-    return int(max(1, min(256, math.sqrt(_BLOCK_PIXELS) / max(per_cell, 1e-9))))
+    Cells are equal-area; a geographic pixel's area shrinks with cos(latitude), so the
+    window's most poleward latitude sets the size.
+    """
+    t = src.transform
+    if crs.is_geographic:
+        lat = np.abs(grid.lonlat(Window(window.row0, window.col0, window.n_rows, 1))[1])
+        cos_lat = max(float(np.cos(np.radians(lat.max()))), 0.05)
+        pixel_area = abs(t.a * t.e) * 111_320.0**2 * cos_lat
+    else:
+        pixel_area = abs(t.a * t.e) * crs.axis_info[0].unit_conversion_factor ** 2
+    cells = math.sqrt(_BLOCK_PIXELS * pixel_area) / grid.cell_size
+    return int(max(1, min(256, cells)))
 
 
 def _read_block(
@@ -323,17 +367,24 @@ def _terrain_fields(
     r = (d - 2 * e + f) / dx**2
     t = (b - 2 * e + h) / dy**2
     s = (c - a + g - i) / (4 * dx * dy)
-    g2 = p**2 + q**2
-    flat = g2 < 1e-20
-    aspect = np.arctan2(-p, -q) + gamma  # grid azimuth + convergence = true azimuth
+    g2 = p * p + q * q
+    grad = np.sqrt(g2)
+    flat = g2 < 1e-20  # aspect and plan curvature are undefined there: count 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        plan = -(q**2 * r - 2 * p * q * s + p**2 * t) / (g2 * np.sqrt(1 + g2))
+        # Downslope azimuth theta = atan2(-p, -q) in grid terms; true azimuth theta + gamma.
+        if np.ndim(gamma) == 0 and gamma == 0.0:
+            cos_aspect = -q / grad
+        else:
+            cos_aspect = (p * np.sin(gamma) - q * np.cos(gamma)) / grad
+        plan = -(q * q * r - 2 * p * q * s + p * p * t) / (g2 * np.sqrt(1 + g2))
+    cos_aspect[flat] = 0.0
+    plan[flat] = 0.0
     avg = Resampling.average
     return {
         "elevation": (z, avg),
-        "slope": (np.degrees(np.arctan(np.sqrt(g2))), avg),
-        "aspect_cos": (np.where(flat & np.isfinite(g2), 0.0, np.cos(aspect)), avg),
-        "plan_curvature": (np.where(flat & np.isfinite(g2), 0.0, plan), avg),
+        "slope": (np.degrees(np.arctan(grad)), avg),
+        "aspect_cos": (cos_aspect, avg),
+        "plan_curvature": (plan, avg),
         "_max": (z, Resampling.max),
         "_min": (z, Resampling.min),
     }
@@ -361,20 +412,30 @@ def _metrics(
     cc, rr = np.meshgrid(sc + 0.5, sr + 0.5)
     xs = transform.c + cc * transform.a
     ys = transform.f + rr * transform.e
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    fac = Proj(crs).get_factors(lon, lat)
-    coords = np.meshgrid(
-        np.interp(np.arange(shape[0]), sr, np.arange(sr.size)),
-        np.interp(np.arange(shape[1]), sc, np.arange(sc.size)),
-        indexing="ij",
-    )
+    to_lonlat, proj = _projection(crs.to_wkt())
+    lon, lat = to_lonlat.transform(xs, ys)
+    fac = proj.get_factors(lon, lat)
+    # Bilinear from the lattice to every pixel, separably: full = Ry @ values @ Rx.T.
+    ry = _interp_matrix(np.arange(shape[0]), sr)
+    rx = _interp_matrix(np.arange(shape[1]), sc)
 
     def full(v: np.ndarray) -> np.ndarray:
-        return map_coordinates(np.asarray(v, dtype=np.float64), coords, order=1, mode="nearest")
+        return ry @ np.asarray(v, dtype=np.float64) @ rx.T
 
     dx = abs(transform.a) * unit / full(fac.parallel_scale)
     dy = abs(transform.e) * unit / full(fac.meridional_scale)
     return dx, dy, np.radians(full(fac.meridian_convergence))
+
+
+@functools.lru_cache(maxsize=4)
+def _projection(wkt: str) -> tuple[Transformer, Proj]:
+    """To-lon/lat transformer and Proj of a raster CRS (slow to build: cached)."""
+    return Transformer.from_crs(wkt, "EPSG:4326", always_xy=True), Proj(wkt)
+
+
+def _interp_matrix(points: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """(len(points), len(knots)) weights of linear interpolation between knots."""
+    return np.stack([np.interp(points, knots, unit) for unit in np.eye(knots.size)], axis=1)
 
 
 # --- output ----------------------------------------------------------------------------------
