@@ -1,0 +1,274 @@
+"""MODIS (and VIIRS) land tiles: HDF-EOS containers, sinusoidal tile geometry, calibrated fields.
+
+MODIS land products (``MYD11A1``, ``MCD43A3`` ...) are HDF4-EOS files, read with
+``pyhdf.SD``; their VIIRS successors (``VNP21A1D``, ``VNP43IA3`` ...) are HDF5-EOS files, read
+with ``h5py``. Both carry the grid in the ``StructMetadata.0`` text (``XDim``, ``YDim``,
+``UpperLeftPointMtrs``, ``LowerRightMtrs``, ``ProjParams``): a tile of the global sinusoidal
+grid on a sphere of radius 6371007.181 m, 36 x 18 tiles of 1111950.52 m. Stored integers
+become values by the HDF convention ``scale_factor * (stored - add_offset)``, after the
+``_FillValue`` and packed ``valid_range`` are masked.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gsm3_ops.regrid import MODIS_RADIUS, MODIS_TILE_SIZE, MODIS_X0, MODIS_Y0
+from gsm3_ops.sources.base import CorruptFileError, MissingVariableError, SourceError
+
+# The MODLAND tiling constants (the x extent 20015109.354 m over 18 tiles), as the files
+# round them; 2 pi R / 36 differs from TILE_SIZE by 0.4 mm.
+SPHERE_RADIUS = MODIS_RADIUS
+TILE_SIZE = MODIS_TILE_SIZE
+N_H, N_V = 36, 18
+TILE_NAME = re.compile(r"\.h(?P<h>\d{2})v(?P<v>\d{2})\.")
+HDF4_MAGIC = b"\x0e\x03\x13\x01"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_CORNER_TOL_M = 1.0  # StructMetadata corners vs the tile number: metres
+
+
+@dataclass(frozen=True)
+class EosGrid:
+    """One grid of an HDF-EOS ``StructMetadata.0``: name, size and corner coordinates (m)."""
+
+    name: str
+    x_dim: int
+    y_dim: int
+    upper_left: tuple[float, float]
+    lower_right: tuple[float, float]
+    sphere_radius: float | None
+    fields: tuple[str, ...]
+
+    @property
+    def pixel_size(self) -> float:
+        """Pixel width in metres."""
+        return (self.lower_right[0] - self.upper_left[0]) / self.x_dim
+
+
+def parse_struct_metadata(text: str) -> dict[str, EosGrid]:
+    """The grids described by a ``StructMetadata.0`` text, by grid name."""
+    grids = {}
+    for block in re.findall(r"GROUP=GRID_\d+(.*?)END_GROUP=GRID_\d+", text, flags=re.S):
+        name = _odl(block, "GridName").strip('"')
+        ul = _pair(_odl(block, "UpperLeftPointMtrs"))
+        lr = _pair(_odl(block, "LowerRightMtrs"))
+        params = re.search(r"ProjParams=\(([^)]*)\)", block)
+        radius = float(params[1].split(",")[0]) if params else None
+        fields = tuple(re.findall(r'DataFieldName="([^"]+)"', block))
+        x, y = int(_odl(block, "XDim")), int(_odl(block, "YDim"))
+        grids[name] = EosGrid(name, x, y, ul, lr, radius, fields)
+    return grids
+
+
+def _odl(block: str, key: str) -> str:
+    m = re.search(rf"^\s*{key}=(.*)$", block, flags=re.M)
+    if not m:
+        raise ValueError(f"StructMetadata grid without {key}")
+    return m[1].strip()
+
+
+def _pair(text: str) -> tuple[float, float]:
+    a, b = text.strip("()").split(",")
+    return float(a), float(b)
+
+
+def tile_of(path: Path | str) -> tuple[int, int]:
+    """The (h, v) of a tile from its file name (``MYD11A1.A2020001.h14v17.061....hdf``)."""
+    m = TILE_NAME.search(Path(path).name)
+    if not m:
+        raise CorruptFileError(f"{path}: no hHHvVV tile number in the file name")
+    return int(m["h"]), int(m["v"])
+
+
+def tile_corners(h: int, v: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Upper-left and lower-right corners (sinusoidal metres) of tile ``h``, ``v``."""
+    x0, y0 = MODIS_X0 + h * TILE_SIZE, MODIS_Y0 - v * TILE_SIZE
+    return (x0, y0), (x0 + TILE_SIZE, y0 - TILE_SIZE)
+
+
+def tiles_for_bbox(west: float, south: float, east: float, north: float) -> list[tuple[int, int]]:
+    """The land-grid tiles (h, v) that may hold pixels inside a lon/lat box.
+
+    A tile spans 10 degrees of latitude; its longitude span at a latitude is its x span
+    divided by ``R cos(lat)``, widest at its pole-ward edge. The test is conservative: it may
+    name a neighbouring tile, never miss one.
+    """
+    out = []
+    for v in range(N_V):
+        top = 90.0 - 10.0 * v
+        bottom = top - 10.0
+        if bottom > north or top < south:
+            continue
+        # cos(lat) over the tile, smallest at the pole-ward edge, largest at the equator-ward one
+        edges = np.radians([min(abs(top), 89.9999), min(abs(bottom), 89.9999)])
+        cos_lo, cos_hi = float(np.cos(edges).min()), float(np.cos(edges).max())
+        for h in range(N_H):
+            x0 = MODIS_X0 + h * TILE_SIZE
+            x1 = x0 + TILE_SIZE
+            to_lon = 180.0 / (math.pi * SPHERE_RADIUS)
+            near = min(abs(x0), abs(x1)) * to_lon / cos_hi  # the tile's |lon| nearest lon 0
+            if near >= 180.0 and not (x0 < 0 < x1):
+                continue  # wholly outside the sinusoidal domain: no such tile is produced
+            lon_lo = max(-180.0, min(x0 * to_lon / cos_lo, x0 * to_lon / cos_hi))
+            lon_hi = min(180.0, max(x1 * to_lon / cos_lo, x1 * to_lon / cos_hi))
+            if lon_lo <= east and lon_hi >= west:
+                out.append((h, v))
+    return out
+
+
+class TileFile:
+    """An open HDF-EOS tile (HDF4 via pyhdf, HDF5 via h5py); use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._grids: dict[str, EosGrid] | None = None
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            raise CorruptFileError(f"{self.path}: cannot be read ({exc})") from None
+        try:
+            if head.startswith(HDF4_MAGIC):
+                from pyhdf.SD import SD, SDC
+
+                self._h4, self._h5 = SD(str(self.path), SDC.READ), None
+            elif head.startswith(HDF5_MAGIC):
+                import h5py
+
+                self._h4, self._h5 = None, h5py.File(self.path, "r")
+            else:
+                raise CorruptFileError(f"{self.path}: neither an HDF4 nor an HDF5 file")
+        except CorruptFileError:
+            raise
+        except Exception as exc:  # pyhdf raises HDF4Error, h5py OSError, on a cut-off file
+            raise CorruptFileError(f"{self.path}: truncated or corrupt ({exc})") from None
+
+    def __enter__(self) -> TileFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file."""
+        if self._h4 is not None:
+            self._h4.end()
+        if self._h5 is not None:
+            self._h5.close()
+
+    def struct_metadata(self) -> str:
+        """The ``StructMetadata.0`` text."""
+        try:
+            if self._h4 is not None:
+                return str(self._h4.attributes()["StructMetadata.0"])
+            raw = self._h5["HDFEOS INFORMATION"]["StructMetadata.0"][()]
+            return raw.decode() if isinstance(raw, bytes) else str(raw)
+        except Exception as exc:  # a missing attribute or a broken HDF4 attribute table
+            raise CorruptFileError(f"{self.path}: no readable StructMetadata.0 ({exc})") from None
+
+    def grid_of(self, field: str) -> EosGrid:
+        """The grid a field belongs to (its shape, corners and sphere)."""
+        if self._grids is None:
+            try:
+                self._grids = parse_struct_metadata(self.struct_metadata())
+            except ValueError as exc:
+                raise CorruptFileError(
+                    f"{self.path}: StructMetadata.0 unreadable ({exc})"
+                ) from None
+        for grid in self._grids.values():
+            if field in grid.fields:
+                return grid
+        raise MissingVariableError(f"{self.path}: no field {field} in any grid")
+
+    def read(self, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """The stored (packed) array of field ``name`` and its attributes."""
+        try:
+            if self._h4 is not None:
+                if name not in self._h4.datasets():
+                    raise MissingVariableError(f"{self.path}: no variable {name}")
+                sds = self._h4.select(name)
+                try:
+                    return np.asarray(sds.get()), dict(sds.attributes())
+                finally:
+                    sds.endaccess()
+            found = []
+            self._h5.visititems(
+                lambda k, o: found.append(o) if k.rsplit("/", 1)[-1] == name else None
+            )
+            if not found:
+                raise MissingVariableError(f"{self.path}: no variable {name}")
+            ds = found[0]
+            return np.asarray(ds[()]), {k: _plain(v) for k, v in ds.attrs.items()}
+        except MissingVariableError:
+            raise
+        except Exception as exc:  # a cut-off data block surfaces only when it is read
+            raise CorruptFileError(f"{self.path}: {name} cannot be read ({exc})") from None
+
+
+def _plain(value: Any) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "SO":
+        return value.decode() if isinstance(value, bytes) else value
+    return arr.tolist() if arr.size > 1 else arr.ravel()[0].item()
+
+
+def calibrate(raw: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """``scale_factor * (stored - add_offset)`` (float64), NaN at fill and outside valid_range."""
+    values = raw.astype(np.float64)
+    bad = np.zeros(raw.shape, dtype=bool)
+    fill = attrs.get("_FillValue")
+    if fill is not None:
+        bad |= raw == np.asarray(fill).ravel()[0]
+    vr = attrs.get("valid_range")
+    if vr is not None:
+        lo, hi = np.asarray(vr, dtype=np.float64).ravel()[:2]
+        bad |= (values < lo) | (values > hi)
+    scale = float(np.asarray(attrs.get("scale_factor", 1.0)).ravel()[0])
+    offset = float(np.asarray(attrs.get("add_offset", 0.0)).ravel()[0])
+    return np.where(bad, np.nan, scale * (values - offset))
+
+
+def check_tiles(paths: list[Path], tiles: list[tuple[int, int]], fields: set[str]) -> int:
+    """Open each tile and check that ``fields`` lie on the grid of its tile number (corners
+    within 1 m, square); the pixels per side, which must be the same for every field."""
+    if len(set(tiles)) != len(tiles):
+        raise SourceError(f"a tile appears twice in {[f.name for f in paths]}")
+    sizes = set()
+    for path, (h, v) in zip(paths, tiles, strict=True):
+        with TileFile(path) as t:
+            for field in sorted(fields):
+                g = t.grid_of(field)
+                ul, lr = tile_corners(h, v)
+                off = max(
+                    abs(a - b)
+                    for a, b in zip((*g.upper_left, *g.lower_right), (*ul, *lr), strict=True)
+                )
+                if g.x_dim != g.y_dim or off > _CORNER_TOL_M:
+                    raise CorruptFileError(
+                        f"{path}: grid {g.name} ({g.x_dim} x {g.y_dim}, corners {g.upper_left} "
+                        f"{g.lower_right}) is not tile h{h:02d}v{v:02d}"
+                    )
+                sizes.add(g.x_dim)
+    if len(sizes) != 1:
+        raise SourceError(
+            f"{paths[0].name}: fields {sorted(fields)} lie on grids of {sorted(sizes)} pixels"
+        )
+    return sizes.pop()
+
+
+def load_field(path: Path, field: str, qa_field: str, qa_mask: int, max_level: int) -> np.ndarray:
+    """One tile's field: calibrated, NaN where QA rejects it or at fill."""
+    with TileFile(path) as t:
+        raw, attrs = t.read(field)
+        qa, _ = t.read(qa_field)
+    if raw.shape != qa.shape:
+        raise CorruptFileError(f"{path}: {field} {raw.shape} and {qa_field} {qa.shape} differ")
+    values = calibrate(raw, attrs)
+    keep = (qa.astype(np.int64) & qa_mask) <= max_level
+    return np.where(keep, values, np.nan).astype(np.float32)
