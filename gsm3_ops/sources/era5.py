@@ -1,0 +1,398 @@
+"""ERA5 and ERA5-Land from the Copernicus Climate Data Store, via ``cdsapi``.
+
+Two sources, one small request per day per dataset:
+
+- ``era5`` (``precip_era5``): hourly total precipitation from ``reanalysis-era5-single-levels``
+  (GRIB). The value valid at T accumulates over the hour ending at T, so day D is the sum of
+  the 24 values valid 01:00 .. 24:00; the request spans D and D+1 and the reader picks those.
+- ``era5_land``: daily means of the instantaneous variables from
+  ``derived-era5-land-daily-statistics`` (computed by the CDS over the UTC day from hourly
+  values; the dataset returns netCDF), and radiation from hourly ``reanalysis-era5-land``
+  (GRIB): ERA5-Land accumulates from 00 UTC, so the field valid at 00 UTC of D+1 is the total
+  of day D (J m-2, divided by 86400 s for the daily mean flux in W m-2).
+
+The version recorded for a day comes from the files' ``expver``: ``0005`` is the preliminary
+ERA5T (about 5 days behind real time), ``0001`` the final ERA5 (2-3 months behind).
+Credentials are ``cdsapi``'s business (``CDSAPI_URL``/``CDSAPI_KEY`` or ``~/.cdsapirc``); no
+message leaving this module carries them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pyproj import Transformer
+
+from gsm3_ops import variables as registry
+from gsm3_ops.grid import EaseGrid, Window
+from gsm3_ops.regrid import latlon_to_ease
+from gsm3_ops.secrets import MASK, redact
+from gsm3_ops.sources import grib
+from gsm3_ops.sources.base import DateNotServedError, Granule, SourceError, check_served
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86400.0
+FLUXES = frozenset({"precip_era5", "ssrd", "strd"})  # area-mean regridding; the rest bilinear
+HOURS = tuple(f"{h:02d}:00" for h in range(24))
+GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".nc")
+# How the CDS says a day is not there yet ("None of the data you have requested is available yet")
+_NOT_YET = re.compile(r"available yet|not (yet )?available|no data", re.IGNORECASE)
+
+
+class Era5Options(BaseModel):
+    """Settings of the ``era5`` and ``era5_land`` sources (``sources.options.<name>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    area: tuple[float, float, float, float] | None = Field(
+        None, description="bounding box [north, west, south, east] in degrees; None = global"
+    )
+    latency_days: int = Field(5, ge=0, description="days behind today of the latest ERA5T day")
+    final_lag_days: int = Field(
+        90, ge=0, description="days after which ERA5T is expected to be replaced by final ERA5"
+    )
+
+    @field_validator("area")
+    @classmethod
+    def _check_area(cls, v: tuple[float, float, float, float] | None):
+        if v is not None:
+            north, west, south, east = v
+            if not (-90 <= south < north <= 90 and -180 <= west < east <= 360):
+                raise ValueError(f"area must be [north, west, south, east], got {list(v)}")
+        return v
+
+
+@dataclass(frozen=True)
+class CdsRequest:
+    """One CDS retrieval: dataset name, request body and the file name it is saved as."""
+
+    dataset: str
+    request: dict[str, Any]
+    filename: str
+
+
+def window_area(grid: EaseGrid, window: Window, margin: float = 0.5) -> list[float]:
+    """[north, west, south, east] covering the cells of ``window`` plus ``margin`` degrees.
+
+    For ``Era5Options.area``: a regional deployment then downloads only its own box.
+    """
+    last_row, last_col = window.row0 + window.n_rows - 1, window.col0 + window.n_cols - 1
+    west, _, _, top = grid.cell_bounds(np.array(window.row0), np.array(window.col0))
+    _, bottom, east, _ = grid.cell_bounds(np.array(last_row), np.array(last_col))
+    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    (lon_w, lon_e), (lat_s, lat_n) = to_lonlat.transform([west, east], [bottom, top])
+    return [
+        round(min(90.0, lat_n + margin), 3),
+        round(max(-180.0, lon_w - margin), 3),
+        round(max(-90.0, lat_s - margin), 3),
+        round(min(180.0, lon_e + margin), 3),
+    ]
+
+
+class _CdsSource:
+    """What ERA5 and ERA5-Land share: dates, versions, the client, files, gridding."""
+
+    Options: ClassVar[type[Era5Options]] = Era5Options
+    name: str
+    provides: tuple[str, ...]
+    FIRST: ClassVar[dt.date]
+    LABELS: ClassVar[tuple[str, str]]  # (final, preliminary) version labels
+
+    def __init__(self, options: Era5Options | None = None, client: Any = None) -> None:
+        self.options = options or Era5Options()
+        self._client = client
+
+    # -- dates and versions --------------------------------------------------------------------
+
+    def first_date(self) -> dt.date:
+        """The earliest date the CDS serves."""
+        return self.FIRST
+
+    def latest_date(self, today: dt.date) -> dt.date:
+        """``today`` minus the configured latency (ERA5T: about 5 days)."""
+        return today - dt.timedelta(days=self.options.latency_days)
+
+    def version(self, day: dt.date) -> str:
+        """The version expected for ``day`` before any file is seen (ERA5T while recent)."""
+        recent = day > _utc_today() - dt.timedelta(days=self.options.final_lag_days)
+        return self.LABELS[1] if recent else self.LABELS[0]
+
+    def requests(self, day: dt.date) -> list[CdsRequest]:
+        """The CDS retrievals that fill ``day``."""
+        raise NotImplementedError
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def fetch(self, day: dt.date, workdir: Path) -> Granule:
+        """Retrieve ``day`` into ``workdir`` (one file per request).
+
+        Raises
+        ------
+        DateNotServedError
+            ``day`` is before the first date or after :meth:`latest_date` of today, or the
+            CDS says the data are not available yet.
+        SourceError
+            The retrieval failed (the message is free of credentials).
+        """
+        check_served(self, day, _utc_today())
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        files = []
+        for req in self.requests(day):
+            target = workdir / req.filename
+            self._retrieve(req, target)
+            files.append(target)
+        return self._granule(day, files)
+
+    def local(self, day: dt.date, directory: Path) -> Granule:
+        """The files of ``day`` under ``directory``, named as :meth:`fetch` names them.
+
+        Looked for in ``directory`` and in ``directory/<source>/<YYYY-MM-DD>`` (the layout
+        that ingest keeps raw files in); GRIB or netCDF, whatever the suffix says.
+        """
+        directory = Path(directory)
+        files = []
+        for req in self.requests(day):
+            stem = Path(req.filename).stem
+            places = (directory, directory / self.name / day.isoformat())
+            found = [
+                p / (stem + s) for p in places for s in GRIB_SUFFIXES if (p / (stem + s)).is_file()
+            ]
+            if not found:
+                raise DateNotServedError(
+                    f"{self.name}: no file {stem}.(grib|nc) for {day.isoformat()} in {directory}"
+                )
+            files.append(found[0])
+        return self._granule(day, files)
+
+    def _granule(self, day: dt.date, files: list[Path]) -> Granule:
+        expvers: set[str] = set()
+        for path in files:
+            expvers |= grib.expvers_of(path)
+        if not expvers:
+            note = "version inferred from the date: the files carry no expver"
+            return Granule(self.name, day, tuple(files), self.version(day), (note,))
+        version = self.LABELS[1] if grib.PRELIMINARY in expvers else self.LABELS[0]
+        unknown = expvers - {grib.FINAL, grib.PRELIMINARY}
+        notes = (f"unexpected expver {', '.join(sorted(unknown))}",) if unknown else ()
+        return Granule(self.name, day, tuple(files), version, notes)
+
+    # -- the CDS client ------------------------------------------------------------------------
+
+    def _retrieve(self, req: CdsRequest, target: Path) -> None:
+        client = self._cds()
+        partial = target.with_name(target.name + ".part")
+        log.info("%s: retrieving %s into %s", self.name, req.dataset, target)
+        try:
+            client.retrieve(req.dataset, req.request, str(partial))
+        except Exception as exc:  # cdsapi raises plain Exception and requests' errors
+            partial.unlink(missing_ok=True)
+            message = self._scrub(f"{req.dataset}: {type(exc).__name__}: {exc}")
+            log.error("%s: %s", self.name, message)
+            if _NOT_YET.search(message):
+                raise DateNotServedError(f"{self.name}: {message}") from None
+            raise SourceError(f"{self.name}: CDS retrieval failed: {message}") from None
+        if not partial.is_file() or partial.stat().st_size == 0:
+            partial.unlink(missing_ok=True)
+            raise SourceError(f"{self.name}: {req.dataset} returned no data for {target.name}")
+        os.replace(partial, target)
+
+    def _cds(self) -> Any:
+        if self._client is None:
+            import cdsapi
+
+            try:
+                self._client = cdsapi.Client(quiet=True, progress=False)
+            except Exception as exc:  # cdsapi raises a bare Exception for missing credentials
+                raise SourceError(
+                    f"{self.name}: no CDS credentials ({self._scrub(str(exc))}); set CDSAPI_URL "
+                    "and CDSAPI_KEY or write ~/.cdsapirc, and accept each dataset's licence"
+                ) from None
+        return self._client
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without secrets: environment secrets and the client's own key."""
+        text = redact(text)
+        key = getattr(self._client, "key", None)
+        if isinstance(key, str) and len(key) >= 4:
+            text = text.replace(key, MASK)
+        return text
+
+    # -- to the grid ---------------------------------------------------------------------------
+
+    def to_grid(self, native: xr.Dataset, grid: EaseGrid, window: Window) -> xr.Dataset:
+        """Native day -> (time, y, x) on ``window``: area mean for fluxes, bilinear otherwise."""
+        out = {}
+        for name, da in native.data_vars.items():
+            method = "area" if name in FLUXES else "bilinear"
+            gridded = latlon_to_ease(da, grid, window, method).astype(np.float32)
+            gridded.attrs = {"units": registry.get(str(name)).units}
+            out[name] = gridded.transpose("time", "y", "x")
+        return xr.Dataset(out)
+
+
+class Era5Source(_CdsSource):
+    """ERA5 total precipitation (``precip_era5``, mm day-1): the UTC-day sum of hourly values."""
+
+    name = "era5"
+    provides = ("precip_era5",)
+    FIRST = dt.date(1940, 1, 1)
+    LABELS = ("ERA5", "ERA5T")
+    DATASET = "reanalysis-era5-single-levels"
+
+    def requests(self, day: dt.date) -> list[CdsRequest]:
+        """One GRIB request for days D and D+1 (every hour): day D ends at 00 UTC of D+1."""
+        days = (day, day + dt.timedelta(days=1))
+        request: dict[str, Any] = {
+            "product_type": ["reanalysis"],
+            "variable": ["total_precipitation"],
+            **_dates(days),
+            "time": list(HOURS),
+            "data_format": "grib",
+            "download_format": "unarchived",
+        }
+        if self.options.area is not None:
+            request["area"] = list(self.options.area)
+        return [CdsRequest(self.DATASET, request, f"era5_tp_{day:%Y%m%d}.grib")]
+
+    def read(self, granule: Granule) -> xr.Dataset:
+        """The day's precipitation total in mm day-1 on the native 0.25 degree grid."""
+        path = granule.files[0]
+        tp = grib.open_fields(path, ["tp"]).data["tp"]
+        total = grib.sum_hourly_accumulations(tp, granule.day, path) * 1000.0  # m -> mm
+        # GRIB packing leaves tiny negative totals where no rain fell.
+        total = total.where(~(total < 0), 0.0)
+        return _native({"precip_era5": total}, granule.day, {"precip_era5": path})
+
+
+# ERA5-Land: registry name -> (CDS variable, netCDF name, factor to registry units)
+LAND_DAILY: dict[str, tuple[str, str, float]] = {
+    "t2m": ("2m_temperature", "t2m", 1.0),
+    "d2m": ("2m_dewpoint_temperature", "d2m", 1.0),
+    "sp": ("surface_pressure", "sp", 1.0),
+    "u10": ("10m_u_component_of_wind", "u10", 1.0),
+    "v10": ("10m_v_component_of_wind", "v10", 1.0),
+    "stl1": ("soil_temperature_level_1", "stl1", 1.0),
+    "lai_hv": ("leaf_area_index_high_vegetation", "lai_hv", 1.0),
+    "lai_lv": ("leaf_area_index_low_vegetation", "lai_lv", 1.0),
+    "swe": ("snow_depth_water_equivalent", "sd", 1000.0),  # m of water -> kg m-2
+}
+LAND_RADIATION: dict[str, tuple[str, str, float]] = {
+    "ssrd": ("surface_solar_radiation_downwards", "ssrd", 1.0 / SECONDS_PER_DAY),  # J m-2 -> W m-2
+    "strd": ("surface_thermal_radiation_downwards", "strd", 1.0 / SECONDS_PER_DAY),
+}
+
+
+class Era5LandSource(_CdsSource):
+    """ERA5-Land daily means of 9 state variables and 2 radiation fluxes."""
+
+    name = "era5_land"
+    provides = ("t2m", "d2m", "sp", "ssrd", "strd", "u10", "v10", "stl1", "lai_hv", "lai_lv", "swe")
+    FIRST = dt.date(1950, 1, 1)
+    LABELS = ("ERA5-Land", "ERA5-Land-T")
+    DAILY_DATASET = "derived-era5-land-daily-statistics"
+    HOURLY_DATASET = "reanalysis-era5-land"
+
+    def requests(self, day: dt.date) -> list[CdsRequest]:
+        """Daily means of day D; radiation valid at 00 UTC of D+1 (the totals of day D)."""
+        area = {"area": list(self.options.area)} if self.options.area is not None else {}
+        daily = {
+            "variable": [cds for cds, _, _ in LAND_DAILY.values()],
+            **_dates((day,)),
+            "daily_statistic": "daily_mean",
+            "time_zone": "utc+00:00",
+            "frequency": "1_hourly",
+            **area,
+        }
+        radiation = {
+            "variable": [cds for cds, _, _ in LAND_RADIATION.values()],
+            **_dates((day + dt.timedelta(days=1),)),
+            "time": ["00:00"],
+            "data_format": "grib",
+            "download_format": "unarchived",
+            **area,
+        }
+        return [
+            CdsRequest(self.DAILY_DATASET, daily, f"era5_land_daily_{day:%Y%m%d}.nc"),
+            CdsRequest(self.HOURLY_DATASET, radiation, f"era5_land_rad_{day:%Y%m%d}.grib"),
+        ]
+
+    def read(self, granule: Granule) -> xr.Dataset:
+        """Both files -> the 11 variables of the day in registry units, native 0.1 degree grid."""
+        daily_path, rad_path = granule.files
+        day = granule.day
+        fields = grib.open_fields(daily_path, [nc for _, nc, _ in LAND_DAILY.values()]).data
+        fields = grib.mask_sea(fields)
+        out, paths = {}, {}
+        for name, (_, nc, factor) in LAND_DAILY.items():
+            out[name] = _daily_value(fields[nc], day, daily_path) * factor
+            paths[name] = daily_path
+        rad = grib.open_fields(rad_path, [nc for _, nc, _ in LAND_RADIATION.values()]).data
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+        for name, (_, nc, factor) in LAND_RADIATION.items():
+            out[name] = grib.accumulation_at(rad[nc], end, rad_path) * factor
+            paths[name] = rad_path
+        return _native(out, day, paths)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _dates(days: tuple[dt.date, ...]) -> dict[str, list[str]]:
+    """CDS year/month/day lists (the CDS takes their cross product; the reader picks)."""
+    return {
+        "year": sorted({f"{d.year}" for d in days}),
+        "month": sorted({f"{d.month:02d}" for d in days}),
+        "day": sorted({f"{d.day:02d}" for d in days}),
+    }
+
+
+def _daily_value(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
+    """The daily statistic of ``day`` (one step), or the mean of 24 hourly steps."""
+    steps = grib.day_slice(da, day)
+    n = steps.sizes["valid_time"]
+    if n == 1:
+        return steps.isel(valid_time=0, drop=True)
+    if n == 24:
+        return steps.mean("valid_time")
+    raise SourceError(
+        f"{path}: {da.name} has {n} time steps on {day.isoformat()}; expected the daily "
+        "statistic (1) or 24 hourly values"
+    )
+
+
+def _native(fields: dict[str, xr.DataArray], day: dt.date, paths: dict[str, Path]) -> xr.Dataset:
+    """(time=1, latitude, longitude) float32 variables with registry units; all-NaN refused."""
+    time = np.array([np.datetime64(day.isoformat(), "ns")])
+    out = {}
+    for name, da in fields.items():
+        da = da.drop_vars([c for c in da.coords if c not in ("latitude", "longitude")])
+        if not bool(np.isfinite(da.values).any()):
+            raise SourceError(
+                f"{paths[name]}: {name} on {day.isoformat()} has no valid value (all NaN)"
+            )
+        da = da.astype(np.float32).expand_dims(time=time).rename(name)
+        da.attrs = {"units": registry.get(name).units, "long_name": registry.get(name).long_name}
+        out[name] = da
+    try:
+        ds = xr.merge(list(out.values()), join="exact", combine_attrs="drop")
+    except ValueError as exc:  # the two ERA5-Land files on different grids
+        files = ", ".join(sorted({str(p) for p in paths.values()}))
+        raise SourceError(f"{files}: the files are on different grids ({exc})") from None
+    for name, da in out.items():
+        ds[name].attrs = dict(da.attrs)
+    return ds

@@ -1,0 +1,386 @@
+"""Read ECMWF files (ERA5, ERA5-Land; GRIB or netCDF) into plain (valid_time, lat, lon) fields.
+
+Whatever the file, every field comes back the same way: dims ``(valid_time, latitude,
+longitude)``, float32, NaN for missing, longitudes folded into -180..180 and ascending,
+latitudes as in the file (ECMWF writes them north to south). That lets fields from a GRIB
+and a netCDF file of the same grid be merged, and hides the three layouts in use:
+
+- GRIB, read with cfgrib one short name at a time: a plain open of a file holding several
+  variables silently drops some of them (``swvl2`` next to ``swvl1`` and ``lsm``, a level
+  conflict). Accumulations come as (time, step) forecast hypercubes; they are flattened by
+  their valid time. No ``.idx`` file is ever written next to an input.
+- netCDF of the old CDS (``time``; an ``expver`` dimension where ERA5T and ERA5 meet).
+- netCDF of the new CDS (``valid_time``, an ``expver`` coordinate).
+
+``expver`` tells final ERA5 (``0001``) from the preliminary ERA5T (``0005``).
+"""
+
+from __future__ import annotations
+
+# pyproj must be loaded before eccodes: the PROJ library bundled with the eccodes wheels
+# otherwise takes its place, and pyproj loses its database (and crashes at exit).
+import pyproj  # noqa: F401
+
+# isort: split
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gsm3_ops.sources.base import CorruptFileError, MissingVariableError, SourceError
+
+FINAL, PRELIMINARY = "0001", "0005"
+
+# netCDF / cfgrib variable name -> GRIB shortName, where they differ.
+_GRIB_SHORT = {"t2m": "2t", "d2m": "2d", "u10": "10u", "v10": "10v", "u100": "100u", "v100": "100v"}
+
+# Variables that only mean something over land: ERA5 carries values over the sea for them.
+LAND_ONLY = frozenset(
+    {"swvl1", "swvl2", "swvl3", "swvl4", "stl1", "stl2", "stl3", "stl4", "lai_hv", "lai_lv", "sd"}
+)
+
+_LAT, _LON, _TIME = "latitude", "longitude", "valid_time"
+_COORD_DECIMALS = 6  # float32 and float64 coordinates of one grid must compare equal
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The fields read from one file, and the ERA5 experiment versions they came from.
+
+    ``expvers`` is empty when the file does not say (netCDF written by other tools).
+    """
+
+    data: xr.Dataset
+    expvers: frozenset[str]
+
+
+def file_format(path: Path) -> str:
+    """``"grib"`` or ``"netcdf"`` from the file's first bytes (not its name).
+
+    Raises
+    ------
+    CorruptFileError
+        The file is missing, empty, a zip archive, or neither GRIB nor netCDF.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head.startswith(b"GRIB"):
+        return "grib"
+    if head.startswith(b"\x89HDF") or head.startswith(b"CDF"):
+        return "netcdf"
+    if head.startswith(b"PK"):
+        raise CorruptFileError(f"{path}: a zip archive; request download_format 'unarchived'")
+    what = "empty" if not head else f"starts with {head[:4]!r}"
+    raise CorruptFileError(f"{path}: neither GRIB nor netCDF ({what})")
+
+
+def open_fields(path: Path, names: Sequence[str]) -> Fields:
+    """Read variables ``names`` (netCDF names: ``t2m``, ``tp``, ``swvl1`` ...) from ``path``.
+
+    Returns
+    -------
+    Fields
+        Each variable with dims ``(valid_time, latitude, longitude)``, float32.
+
+    Raises
+    ------
+    CorruptFileError
+        Truncated or unreadable file (the path is named).
+    MissingVariableError
+        A variable is not in the file (file and variable are named).
+    """
+    path = Path(path)
+    if file_format(path) == "grib":
+        return _open_grib(path, names)
+    return _open_netcdf(path, names)
+
+
+def grib_inventory(path: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(short names, expvers) of every message in a GRIB file, from its headers.
+
+    Reads the whole file, so a truncated last message is caught here.
+    """
+    import eccodes
+
+    try:
+        index = eccodes.codes_index_new_from_file(str(path), ["shortName", "expver"])
+    except Exception as exc:  # eccodes raises its own hierarchy (PrematureEndOfFileError ...)
+        raise CorruptFileError(f"{path}: unreadable GRIB ({_describe(exc)})") from None
+    try:
+        shorts = frozenset(str(s) for s in eccodes.codes_index_get(index, "shortName"))
+        expvers = frozenset(_expver(v) for v in eccodes.codes_index_get(index, "expver"))
+    finally:
+        eccodes.codes_index_release(index)
+    return shorts, expvers - {""}
+
+
+def expvers_of(path: Path) -> frozenset[str]:
+    """The expvers a file holds (``0001`` final, ``0005`` ERA5T); empty if it does not say."""
+    path = Path(path)
+    if file_format(path) == "grib":
+        return grib_inventory(path)[1]
+    with _open_nc(path) as ds:
+        if "expver" not in ds.variables:
+            return frozenset()
+        return frozenset(_expver(v) for v in np.ravel(ds["expver"].values)) - {""}
+
+
+def mask_sea(ds: xr.Dataset, lsm: xr.DataArray | None = None, threshold: float = 0.5) -> xr.Dataset:
+    """Land-only variables (:data:`LAND_ONLY`) set to NaN where the land-sea mask < threshold.
+
+    ``lsm`` defaults to ``ds["lsm"]``; without one, ``ds`` is returned unchanged (ERA5-Land
+    is already missing over the sea).
+    """
+    if lsm is None:
+        if "lsm" not in ds:
+            return ds
+        lsm = ds["lsm"]
+    land = lsm.isel({_TIME: 0}, drop=True) if _TIME in lsm.dims else lsm
+    out = ds.copy()
+    for name in ds.data_vars:
+        if name in LAND_ONLY:
+            out[name] = ds[name].where(land >= threshold)
+    return out
+
+
+def utc_daily_mean(da: xr.DataArray, steps_per_day: int = 24) -> xr.DataArray:
+    """Means over UTC days of an instantaneous field with dims (valid_time, ...).
+
+    Returns dims (time, ...), one entry per day at 00:00. A day with other than
+    ``steps_per_day`` steps is an error naming the day (a partial mean would be biased).
+    """
+    days = da[_TIME].dt.floor("D")
+    counts = days.to_series().value_counts()
+    short = counts[counts != steps_per_day]
+    if len(short):
+        day, n = short.index[0], int(short.iloc[0])
+        raise SourceError(
+            f"{da.name}: {n} of {steps_per_day} time steps on {day.date().isoformat()} "
+            f"(and {len(short) - 1} other incomplete days); a partial day is not averaged"
+        )
+    mean = da.groupby(days.rename("time")).mean(_TIME)
+    return mean.astype(da.dtype)
+
+
+def day_slice(da: xr.DataArray, day: dt.date) -> xr.DataArray:
+    """The steps of ``da`` whose valid time falls in the UTC day ``day`` (00:00 included)."""
+    start = np.datetime64(day.isoformat(), "ns")
+    times = da[_TIME].values
+    keep = (times >= start) & (times < start + np.timedelta64(1, "D"))
+    return da.isel({_TIME: np.flatnonzero(keep)})
+
+
+def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
+    """Total of ``day`` from hourly accumulations that each cover the hour ending at valid time.
+
+    ERA5 single levels: the value valid at T is the accumulation over (T - 1 h, T], so the UTC
+    day ``day`` is the sum of the 24 values valid at 01:00 .. 24:00 (00:00 of the next day).
+    Returns dims (latitude, longitude).
+    """
+    start = np.datetime64(day.isoformat(), "ns")
+    wanted = start + np.arange(1, 25) * np.timedelta64(1, "h")
+    have = pd.DatetimeIndex(da[_TIME].values)
+    missing = [t for t in wanted if t not in have]
+    if missing:
+        first = pd.Timestamp(missing[0]).isoformat()
+        raise SourceError(
+            f"{path}: {da.name} lacks {len(missing)} of the 24 hourly accumulations of "
+            f"{day.isoformat()} (first missing valid time {first})"
+        )
+    return da.sel({_TIME: wanted}).sum(_TIME, skipna=False)
+
+
+def accumulation_at(da: xr.DataArray, when: dt.datetime, path: Path) -> xr.DataArray:
+    """The field valid at ``when`` (ERA5-Land: 00 UTC of D+1 holds the total of day D)."""
+    t = np.datetime64(when.replace(tzinfo=None).isoformat(), "ns")
+    if t not in pd.DatetimeIndex(da[_TIME].values):
+        raise SourceError(f"{path}: {da.name} has no field valid at {when.isoformat()}")
+    return da.sel({_TIME: t})
+
+
+# --- GRIB --------------------------------------------------------------------------------------
+
+
+def _open_grib(path: Path, names: Sequence[str]) -> Fields:
+    shorts, expvers = grib_inventory(path)
+    fields = {}
+    for name in names:
+        short = _GRIB_SHORT.get(name, name)
+        if short not in shorts:
+            held = ", ".join(sorted(shorts)) or "nothing"
+            raise MissingVariableError(
+                f"{path}: no variable {name!r} (GRIB shortName {short!r}); the file holds {held}"
+            )
+        # Mixed ERA5/ERA5T files are opened one expver at a time, so that cfgrib never sees
+        # two experiments in one hypercube.
+        parts = (
+            [_grib_variable(path, short, e) for e in sorted(expvers)]
+            if len(expvers) > 1
+            else [_grib_variable(path, short, None)]
+        )
+        parts = [p for p in parts if p.sizes[_TIME]]
+        da = xr.concat(parts, _TIME) if len(parts) > 1 else parts[0]
+        fields[name] = _unique_times(da.sortby(_TIME), path).rename(name)
+    return Fields(_merge(fields, path), expvers)
+
+
+def _grib_variable(path: Path, short: str, expver: str | None) -> xr.DataArray:
+    keys: dict[str, str] = {"shortName": short}
+    if expver is not None:
+        keys["expver"] = expver
+    kwargs = {"filter_by_keys": keys, "indexpath": "", "errors": "raise"}
+    try:
+        with xr.open_dataset(
+            path, engine="cfgrib", backend_kwargs=kwargs, decode_timedelta=True
+        ) as ds:
+            ds = ds.load()
+    except Exception as exc:  # cfgrib and eccodes raise many unrelated types
+        raise CorruptFileError(f"{path}: cannot read GRIB {short!r} ({_describe(exc)})") from None
+    if len(ds.data_vars) != 1:
+        raise CorruptFileError(
+            f"{path}: GRIB shortName {short!r} gave {len(ds.data_vars)} variables, expected 1"
+        )
+    da = next(iter(ds.data_vars.values()))
+    return _flatten_grib(da, ds["valid_time"], path)
+
+
+def _flatten_grib(da: xr.DataArray, valid: xr.DataArray, path: Path) -> xr.DataArray:
+    """cfgrib's (time, step, ..., lat, lon) -> (valid_time, lat, lon)."""
+    if _LAT not in da.dims or _LON not in da.dims:
+        raise CorruptFileError(f"{path}: {da.name} is not on a regular lat/lon grid: {da.dims}")
+    lead = [d for d in da.dims if d not in (_LAT, _LON)]
+    da = da.transpose(*lead, _LAT, _LON)
+    n_lat, n_lon = da.sizes[_LAT], da.sizes[_LON]
+    values = np.asarray(da.values, dtype=np.float32).reshape(-1, n_lat, n_lon)
+    if lead:
+        grid = da.isel({_LAT: 0, _LON: 0}, drop=True)
+        times = valid.broadcast_like(grid).transpose(*lead).values.ravel()
+    else:
+        times = np.atleast_1d(valid.values)
+    if len(lead) > 1:
+        # A (time, step) hypercube holds NaN fields where a combination was not in the file.
+        present = ~np.all(np.isnan(values), axis=(1, 2))
+        values, times = values[present], times[present]
+    return _field(values, times, da[_LAT].values, da[_LON].values, str(da.name), da.attrs)
+
+
+# --- netCDF ------------------------------------------------------------------------------------
+
+
+def _open_nc(path: Path) -> xr.Dataset:
+    try:
+        return xr.open_dataset(path, engine="netcdf4", decode_timedelta=True)
+    except Exception as exc:  # netCDF4 raises OSError, RuntimeError, ValueError for bad files
+        raise CorruptFileError(f"{path}: unreadable netCDF ({_describe(exc)})") from None
+
+
+def _open_netcdf(path: Path, names: Sequence[str]) -> Fields:
+    fields = {}
+    expvers: set[str] = set()
+    with _open_nc(path) as ds:
+        ds = ds.rename({k: v for k, v in {"lat": _LAT, "lon": _LON}.items() if k in ds.variables})
+        for name in names:
+            if name not in ds.data_vars:
+                held = ", ".join(sorted(map(str, ds.data_vars))) or "nothing"
+                raise MissingVariableError(f"{path}: no variable {name!r}; the file holds {held}")
+            try:
+                da, used = _nc_variable(ds, name, path)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise CorruptFileError(f"{path}: cannot read {name!r} ({_describe(exc)})") from None
+            fields[name] = da
+            expvers |= used
+    return Fields(_merge(fields, path), frozenset(expvers))
+
+
+def _nc_variable(ds: xr.Dataset, name: str, path: Path) -> tuple[xr.DataArray, set[str]]:
+    da = ds[name]
+    time = _TIME if _TIME in ds.variables else "time" if "time" in ds.variables else None
+    if time is None:
+        raise CorruptFileError(f"{path}: {name} has no time (looked for valid_time, time)")
+    expvers: set[str] = set()
+    if "expver" in da.dims:
+        # Old CDS: ERA5 and ERA5T side by side, each NaN where the other holds the data.
+        combined = None
+        for e in da["expver"].values:
+            part = da.sel(expver=e, drop=True)
+            if bool(part.notnull().any()):
+                expvers.add(_expver(e))
+            combined = part if combined is None else combined.combine_first(part)
+        da = combined
+    elif "expver" in da.coords:
+        expvers |= {_expver(e) for e in np.ravel(da["expver"].values)}
+    if time not in da.dims:
+        da = da.expand_dims(time)
+    extra = [d for d in da.dims if d not in (time, _LAT, _LON)]
+    for d in extra:
+        if da.sizes[d] != 1:
+            raise CorruptFileError(f"{path}: {name} has an unexpected dimension {d!r}")
+    da = da.isel({d: 0 for d in extra}, drop=True).transpose(time, _LAT, _LON)
+    values = np.asarray(da.values, dtype=np.float32)
+    times = np.asarray(da[time].values, dtype="datetime64[ns]")
+    out = _field(values, times, da[_LAT].values, da[_LON].values, name, da.attrs)
+    return _unique_times(out.sortby(_TIME), path), expvers - {""}
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+
+def _field(
+    values: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndarray, name: str, attrs
+) -> xr.DataArray:
+    """A (valid_time, latitude, longitude) field with longitudes folded to -180..180, ascending."""
+    lon = np.round(((np.asarray(lon, np.float64) + 180.0) % 360.0) - 180.0, _COORD_DECIMALS)
+    order = np.argsort(lon, kind="stable")
+    keep = {k: v for k, v in attrs.items() if k in ("units", "long_name", "standard_name")}
+    return xr.DataArray(
+        values[..., order],
+        dims=(_TIME, _LAT, _LON),
+        coords={
+            _TIME: np.asarray(times, dtype="datetime64[ns]"),
+            _LAT: np.round(np.asarray(lat, np.float64), _COORD_DECIMALS),
+            _LON: lon[order],
+        },
+        name=name,
+        attrs=keep,
+    )
+
+
+def _unique_times(da: xr.DataArray, path: Path) -> xr.DataArray:
+    times = pd.DatetimeIndex(da[_TIME].values)
+    if times.has_duplicates:
+        dup = times[times.duplicated()][0].isoformat()
+        raise CorruptFileError(f"{path}: {da.name} has two fields valid at {dup}")
+    return da
+
+
+def _merge(fields: dict[str, xr.DataArray], path: Path) -> xr.Dataset:
+    try:
+        ds = xr.merge(list(fields.values()), join="exact", combine_attrs="drop")
+    except (ValueError, xr.MergeError) as exc:
+        raise CorruptFileError(f"{path}: variables on different grids ({exc})") from None
+    for name, da in fields.items():
+        ds[name].attrs = dict(da.attrs)  # merge drops them with the dataset's
+    return ds
+
+
+def _expver(value) -> str:
+    """``1``, ``b'0001'``, ``'0005'`` -> ``'0001'``/``'0005'``; ``''`` when unknown."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    text = str(value).strip()
+    if not text or text.lower() == "nan":
+        return ""
+    return f"{int(text):04d}" if text.isdigit() else text
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
