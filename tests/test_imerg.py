@@ -306,3 +306,18 @@ def test_wrong_units_are_an_error(tmp_path: Path) -> None:
 
 def _granule(files: tuple[Path, ...]) -> Granule:
     return Granule("imerg", DAY, files, "GPM_3IMERGDF.07")
+
+
+def test_credentials_never_reach_errors(
+    subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, password = "imerg-user-x1", "imerg-pass-y2"
+    monkeypatch.setenv("EARTHDATA_USERNAME", user)
+    monkeypatch.setenv("EARTHDATA_PASSWORD", password)
+    late = tmp_path / "3B-DAY-L.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4"
+    shutil.copyfile(subset, late)
+    boom = PermissionError(f"403 https://{user}:{password}@data.gesdisc.invalid/{late.name}")
+    fake = FakeEarthaccess({("GPM_3IMERGDL", "07"): [late]}, download_error=boom)
+    with pytest.raises(SourceError, match="GPM_3IMERGDL 07 on 2020-01-01: download failed") as err:
+        ImergSource(client=fake).fetch(DAY, tmp_path / "work")
+    assert user not in str(err.value) and password not in str(err.value)

@@ -534,3 +534,17 @@ def test_climatology_file_is_checked(tmp_path: Path) -> None:
     bad.write_text("nope")
     with pytest.raises(SourceError, match="cannot be opened"):
         FileClimatology(bad)("albedo_bsa", DAY, M09, Window(0, 0, 1, 1))
+
+
+def test_credentials_never_reach_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EARTHDATA_PASSWORD", "modis-pass-77z")
+    monkeypatch.setenv("EARTHDATA_USERNAME", "modis-user-88y")
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    boom = ConnectionError("https://modis-user-88y:modis-pass-77z@e4ftl01.invalid/ reset")
+    fake = FakeEarthaccess(
+        {("MYD11A1", "061"): [lst_tile(srv, H, V, 300.0, 280.0)]}, download_error=boom
+    )
+    with pytest.raises(SourceError, match="MYD11A1 061 on 2020-03-01: download failed") as err:
+        ModisSource(client=fake).fetch(DAY, tmp_path / "work")
+    assert "modis-pass-77z" not in str(err.value) and "modis-user-88y" not in str(err.value)

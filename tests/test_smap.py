@@ -318,3 +318,28 @@ def test_window_without_retrievals_names_date(tmp_path: Path) -> None:
     native = src.read(_granule(write_smap(tmp_path / FILE_36, am, _empty(M36))))
     with pytest.raises(SourceError, match=r"smap on 2020-06-15: no valid retrieval in window"):
         src.to_grid(native, M36, Window(100, 100, 5, 5))
+
+
+def test_credential_failure_recorded_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "smap-token-0123456789"
+    monkeypatch.setenv("EARTHDATA_TOKEN", token)
+    monkeypatch.setenv("EARTHDATA_USERNAME", "smap-user-q9")
+    am = _empty(M09)
+    am[800:816, 2300:2316] = 0.31
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    write_smap(srv / FILE_9, am, _empty(M09))
+    fake = FakeEarthaccess(
+        {("SPL3SMP_E", "006"): [srv / FILE_9]},
+        login_results={"environment": RuntimeError(f"token {token} expired for smap-user-q9")},
+    )
+    domain = Window(800, 2300, 16, 16)
+    cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY, tile_size=16)
+    outcome = ingest_source(cube, SmapSource(client=fake), DAY, M09, domain, workdir=tmp_path / "w")
+    assert outcome.status == "failed" and "Earthdata login failed" in outcome.error
+    recorded = str(cube.manifest(DAY)["failures"])
+    for text in (outcome.error, recorded):
+        assert token not in text and "smap-user-q9" not in text
+    assert np.isnan(cube.read("smap", ["smap"], DAY, DAY)["smap"].values).all()
