@@ -204,6 +204,7 @@ class QualityFlagConfig(_Strict):
 
     frozen_below_k: float = Field(273.15, gt=0)
     north_aspect_cos_min: float = Field(0.5, ge=-1, le=1)
+    north_slope_min_deg: float = Field(1.0, ge=0, le=90)
     dry_smap_mean_max: float = Field(0.15, gt=0, le=1)
     permafrost_lat_min: float = Field(60.0, ge=0, le=90)
     permafrost_lst_mean_max_k: float = Field(273.15, gt=0)
