@@ -262,6 +262,14 @@ def test_missing_and_unconfigured_rasters_are_named(tmp_path: Path) -> None:
     broken.write_bytes(b"II*\x00 this is not a GeoTIFF")
     with pytest.raises(StaticError, match=rf"'ndvi': cannot read raster {broken}"):
         static_from_rasters(StaticOptions(ndvi=broken), M09, window, names=["ndvi"])
+    elsewhere = write_tif(
+        tmp_path / "sand.tif",
+        np.full((50, 50), 30.0),
+        "EPSG:4326",
+        from_origin(-70.0, -10.0, 0.01, 0.01),
+    )
+    with pytest.raises(StaticError, match=rf"'sand': raster {elsewhere} has no valid value over"):
+        static_from_rasters(StaticOptions(sand=elsewhere), M09, window, names=["sand"])
     with pytest.raises(StaticError, match="not a raster static attribute"):
         static_from_rasters(StaticOptions(), M09, window, names=["smap_mean"])
 

@@ -120,8 +120,8 @@ def static_from_rasters(
     Raises
     ------
     StaticError
-        A raster not configured, missing or unreadable (attribute and path named), or values
-        outside the registry's valid range (attribute named).
+        A raster not configured, missing, unreadable or without data over the window
+        (attribute and path named), or values outside the registry's valid range.
     """
     names = list(TERRAIN + RASTERS if names is None else names)
     unknown = [n for n in names if n not in TERRAIN + RASTERS]
@@ -142,6 +142,11 @@ def static_from_rasters(
     data = {}
     for name in names:
         path = opts.dem if name in TERRAIN else getattr(opts, name)
+        if not np.isfinite(out[name]).any():
+            raise StaticError(
+                f"static attribute {name!r}: raster {path} has no valid value over {window} "
+                "(does it cover the region? is its nodata value right?)"
+            )
         data[name] = _variable(name, out[name], f"raster {path}")
     return xr.Dataset(data, coords=_coords(grid, window))
 
