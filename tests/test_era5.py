@@ -451,7 +451,7 @@ def test_era5_land_fetch_requests_exactly(tmp_path):
         work / "era5_land_daily_20240310.nc",
         work / "era5_land_rad_20240310.grib",
     )
-    assert granule.version == "ERA5-Land-T"
+    assert granule.version == "ERA5-Land-ERA5T"
 
 
 def test_era5_land_read_units_and_day_boundaries(tmp_path):
@@ -568,7 +568,7 @@ def test_dates_served_and_future_days_refused(tmp_path):
     assert client.calls == []
     assert source.version(utc_today - dt.timedelta(days=6)) == "ERA5T"
     assert source.version(dt.date(2000, 1, 1)) == "ERA5"
-    assert era5.Era5LandSource().version(utc_today - dt.timedelta(days=6)) == "ERA5-Land-T"
+    assert era5.Era5LandSource().version(utc_today - dt.timedelta(days=6)) == "ERA5-Land-ERA5T"
 
 
 def test_options_and_catalogue():
@@ -690,3 +690,14 @@ def test_missing_credentials_give_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no-such-cdsapirc"))
     with pytest.raises(SourceError, match=r"no CDS credentials.*CDSAPI_KEY.*licence"):
         era5.Era5Source().fetch(DAY, tmp_path / "w")
+
+
+def test_preliminary_versions_raise_the_provisional_flag():
+    """The quality flag marks days filled from ERA5T by matching the version labels."""
+    from gsm3_ops.config import QualityFlagConfig
+    from gsm3_ops.publish.derived import is_provisional
+
+    markers = QualityFlagConfig().provisional_versions
+    for source in (era5.Era5Source(), era5.Era5LandSource()):
+        final, preliminary = source.LABELS
+        assert is_provisional(preliminary, markers) and not is_provisional(final, markers)

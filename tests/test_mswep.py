@@ -247,3 +247,12 @@ def test_all_nan_field_names_date_and_variable(tmp_path):
     write_mswep(path, DAY, values=np.full((len(LAT), len(LON)), np.nan, np.float32))
     with pytest.raises(SourceError, match=r"precipitation on 2021-02-03 has no valid value"):
         mswep.MswepSource().read(Granule("mswep", DAY, (path,), "MSWEP-2.8-NRT"))
+
+
+def test_nrt_version_raises_the_provisional_flag():
+    from gsm3_ops.config import QualityFlagConfig
+    from gsm3_ops.publish.derived import is_provisional
+
+    markers = QualityFlagConfig().provisional_versions
+    assert is_provisional("MSWEP-2.8-NRT", markers)
+    assert not is_provisional("MSWEP-2.8-Past", markers)

@@ -299,7 +299,7 @@ class Era5LandSource(_CdsSource):
     name = "era5_land"
     provides = ("t2m", "d2m", "sp", "ssrd", "strd", "u10", "v10", "stl1", "lai_hv", "lai_lv", "swe")
     FIRST = dt.date(1950, 1, 1)
-    LABELS = ("ERA5-Land", "ERA5-Land-T")
+    LABELS = ("ERA5-Land", "ERA5-Land-ERA5T")  # "ERA5T" marks it provisional
     DAILY_DATASET = "derived-era5-land-daily-statistics"
     HOURLY_DATASET = "reanalysis-era5-land"
 
