@@ -39,6 +39,7 @@ from gsm3_ops.sources.modis_hdf import (
     TileFile,
     calibrate,
     parse_struct_metadata,
+    tile_cells,
     tile_corners,
     tile_of,
     tiles_for_bbox,
@@ -273,6 +274,26 @@ def test_tiles_for_bbox_never_misses_a_tile() -> None:
         for hv, (lon, lat) in pixels.items():
             if ((lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)).any():
                 assert hv in got, (hv, (w, s, e, n))
+
+
+@pytest.mark.parametrize(
+    ("h", "v", "bbox"),
+    [
+        (21, 8, (30.0, 0.0, 41.0, 10.0)),  # one whole tile near the equator
+        (14, 17, (-180.0, -80.5, -172.0, -79.9)),  # the edge of the sinusoidal domain
+        (19, 2, (10.0, 68.0, 30.0, 79.0)),  # high latitude, cut by the window
+    ],
+)
+def test_tile_cells_agree_with_regrid_cell_index(h: int, v: int, bbox: tuple) -> None:
+    from gsm3_ops.regrid import cell_index, sinusoidal_lonlat
+
+    n = 600
+    window = M09.window_from_bbox(*bbox)
+    pixels, cells = tile_cells(h, v, n, M09, window)
+    expect = cell_index(*sinusoidal_lonlat(h, v, n), M09, window).ravel()
+    assert pixels.size > 0
+    np.testing.assert_array_equal(pixels, np.flatnonzero(expect >= 0))
+    np.testing.assert_array_equal(cells, expect[expect >= 0])
 
 
 # --- product tiles: QA, scaling, mosaic -------------------------------------------------------

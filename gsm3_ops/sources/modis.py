@@ -34,7 +34,6 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.regrid import bin_by_index, cell_index, sinusoidal_lonlat
 from gsm3_ops.sources.base import (
     DateNotServedError,
     Granule,
@@ -42,7 +41,13 @@ from gsm3_ops.sources.base import (
     SourceError,
 )
 from gsm3_ops.sources.earthdata import GLOBAL_BBOX, Bbox, Earthdata, pick_files, utc_today
-from gsm3_ops.sources.modis_hdf import check_tiles, load_field, tile_of, tiles_for_bbox
+from gsm3_ops.sources.modis_hdf import (
+    check_tiles,
+    load_field,
+    tile_cells,
+    tile_of,
+    tiles_for_bbox,
+)
 
 NAME = "modis"
 VARIABLES = ("lst_day", "lst_night", "albedo_bsa", "albedo_wsa")
@@ -277,24 +282,28 @@ def _mosaic(
     grid: EaseGrid,
     window: Window,
 ) -> dict[str, np.ndarray]:
-    """Mean of every tile pixel in each window cell, tile by tile (the index is shared)."""
-    total = {n: np.zeros(window.shape) for n in names}
-    count = {n: np.zeros(window.shape, dtype=np.int64) for n in names}
+    """Mean of every valid tile pixel in each window cell, tile by tile."""
+    n_cells = window.n_rows * window.n_cols
+    total = {n: np.zeros(n_cells) for n in names}
+    count = {n: np.zeros(n_cells, dtype=np.int64) for n in names}
     hs, vs = native[f"p{k}_h"].values, native[f"p{k}_v"].values
     for i, (h, v) in enumerate(zip(hs.tolist(), vs.tolist(), strict=True)):
         if (h, v) not in need:
             continue
-        fields = dask.compute(*(native[n].data[i] for n in names))
-        lon, lat = sinusoidal_lonlat(h, v, fields[0].shape[0])
-        index = cell_index(lon, lat, grid, window)
-        if not (index >= 0).any():
+        pixels, cells = tile_cells(h, v, native.sizes[f"p{k}_row"], grid, window)
+        if pixels.size == 0:
             continue
+        fields = dask.compute(*(native[n].data[i] for n in names))
         for n, values in zip(names, fields, strict=True):
-            mean, c = bin_by_index(index, values, window)
-            total[n] += np.where(c > 0, mean.astype(np.float64) * c, 0.0)
-            count[n] += c
+            vals = values.ravel()[pixels].astype(np.float64)
+            ok = np.isfinite(vals)
+            total[n] += np.bincount(cells[ok], weights=vals[ok], minlength=n_cells)
+            count[n] += np.bincount(cells[ok], minlength=n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {n: np.where(count[n] > 0, total[n] / count[n], np.nan) for n in names}
+        return {
+            n: np.where(count[n] > 0, total[n] / count[n], np.nan).reshape(window.shape)
+            for n in names
+        }
 
 
 # --- climatology fill ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.regrid import MODIS_RADIUS, MODIS_TILE_SIZE, MODIS_X0, MODIS_Y0
 from gsm3_ops.sources.base import CorruptFileError, MissingVariableError, SourceError
 
@@ -120,6 +121,44 @@ def tiles_for_bbox(west: float, south: float, east: float, north: float) -> list
             if lon_lo <= east and lon_hi >= west:
                 out.append((h, v))
     return out
+
+
+def tile_cells(
+    h: int, v: int, n: int, grid: EaseGrid, window: Window
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which pixels of an ``n`` x ``n`` tile fall in ``window``, and in which cell.
+
+    Returns flat pixel indices into the tile and the flat (row-major) window cell of each.
+    Same answer as :func:`gsm3_ops.regrid.cell_index`, faster: a sinusoidal pixel row has
+    one latitude, so one EASE2 row, and EASE2 x is linear in longitude (cylindrical).
+    """
+    offsets = (np.arange(n) + 0.5) * TILE_SIZE / n
+    lat = np.degrees((MODIS_Y0 - v * TILE_SIZE - offsets) / SPHERE_RADIUS)  # one per pixel row
+    rows, _ = grid.lonlat_to_rowcol(np.zeros(n), lat)
+    r = rows - window.row0
+    keep_rows = np.flatnonzero((rows >= 0) & (r >= 0) & (r < window.n_rows))
+    if keep_rows.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    # The same longitudes as regrid.sinusoidal_lonlat, for the kept rows only.
+    x = MODIS_X0 + h * TILE_SIZE + offsets
+    lon = np.degrees(x[None, :] / (SPHERE_RADIUS * np.cos(np.radians(lat[keep_rows]))[:, None]))
+    e0, e1 = _ease_x_at_0_and_1_degree(grid)
+    col = np.floor((e0 + lon * (e1 - e0) - grid.x0) / grid.cell_size) - window.col0
+    ok = (np.abs(lon) <= 180.0) & (col >= 0) & (col < window.n_cols)
+    row_idx = np.broadcast_to(keep_rows[:, None], lon.shape)[ok]
+    col_idx = np.broadcast_to(np.arange(n)[None, :], lon.shape)[ok]
+    cells = r[row_idx] * window.n_cols + col[ok].astype(np.int64)
+    return row_idx * n + col_idx, cells
+
+
+def _ease_x_at_0_and_1_degree(grid: EaseGrid) -> tuple[float, float]:
+    """EASE2 x (metres) at longitude 0 and 1 degree east (x is linear in longitude)."""
+    from pyproj import Transformer
+
+    xs, _ = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(
+        [0.0, 1.0], [0.0, 0.0]
+    )
+    return float(xs[0]), float(xs[1])
 
 
 class TileFile:
