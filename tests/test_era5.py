@@ -701,3 +701,31 @@ def test_preliminary_versions_raise_the_provisional_flag():
     for source in (era5.Era5Source(), era5.Era5LandSource()):
         final, preliminary = source.LABELS
         assert is_provisional(preliminary, markers) and not is_provisional(final, markers)
+
+
+def test_ingest_into_the_cube_and_a_bad_day_leaves_the_good_one(tmp_path):
+    """Through ops/ingest_day: fetch, read, grid, registry checks, cube write and manifest."""
+    from gsm3_ops.cube import Cube
+    from gsm3_ops.ops.ingest_day import ingest_source
+
+    domain = M09.window_from_bbox(-0.3, 51.45, 0.4, 51.95)
+    cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY + dt.timedelta(days=3), 8)
+    source = era5.Era5LandSource(client=_land_client(tmp_path))
+    out = ingest_source(cube, source, DAY, M09, domain, workdir=tmp_path / "raw")
+    assert out.status == "complete" and out.version == "ERA5-Land-ERA5T"
+    entry = cube.manifest(DAY)["entries"]["forcing/era5_land"]
+    assert entry["version"] == "ERA5-Land-ERA5T" and set(entry["variables"]) == set(source.provides)
+    t2m = cube.read("forcing", ["t2m"], DAY, DAY)["t2m"].values
+    assert np.isfinite(t2m).any() and np.nanmax(np.abs(t2m - 281.5)) < 281.5 * 0.05
+    # The next day's files are broken: the failure is recorded, the good day is untouched.
+    bad_day = DAY + dt.timedelta(days=1)
+    folder = tmp_path / "from"
+    folder.mkdir()
+    (folder / f"era5_land_daily_{bad_day:%Y%m%d}.nc").write_bytes(b"\x89HDF\r\n\x1a\n broken")
+    write_land_radiation(folder / f"era5_land_rad_{bad_day:%Y%m%d}.grib", bad_day)
+    failed = ingest_source(
+        cube, source, bad_day, M09, domain, workdir=tmp_path / "raw", from_dir=folder
+    )
+    assert failed.status == "failed" and "unreadable netCDF" in failed.error
+    assert cube.manifest(bad_day)["failures"]
+    np.testing.assert_array_equal(cube.read("forcing", ["t2m"], DAY, DAY)["t2m"].values, t2m)
