@@ -111,7 +111,8 @@ def latlon_to_ease(
     wy, wx = _weights(src, grid, window, method)
     out = _apply(values, wy, wx)
     dtype = np.float32 if values.dtype == np.float32 else np.float64
-    coords = {d: da[d] for d in lead if d in da.coords}
+    # Coordinates along the other dims (time, step) and scalar ones (valid_time) carry over.
+    coords = {k: c for k, c in da.coords.items() if set(c.dims) <= set(lead)}
     coords["y"] = ("y", grid.y_centres(window))
     coords["x"] = ("x", grid.x_centres(window))
     return xr.DataArray(

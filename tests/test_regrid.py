@@ -305,6 +305,7 @@ def test_real_era5_swvl1_with_land_sea_mask(fixtures: Path) -> None:
     for method in ("area", "bilinear"):
         out = regrid.latlon_to_ease(swvl1, M09, window, method)
         assert out.dtype == np.float32 and out.shape == window.shape
+        assert out["time"].values == ds["time"].values  # scalar coordinates carry over
         assert np.nanmin(out) >= float(swvl1.min()) - 1e-6
         assert np.nanmax(out) <= float(swvl1.max()) + 1e-6
         # The mask regridded the same way is 0 exactly where no land source has weight.
