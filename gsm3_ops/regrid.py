@@ -55,7 +55,7 @@ class RegridError(ValueError):
 class LatLonGrid:
     """A regular lat/lon source grid: first centre, spacing and count along each axis.
 
-    Latitudes ascend and longitudes ascend (inputs in the other order are flipped first).
+    Latitudes ascend and longitudes ascend (inputs in another order are sorted first).
     """
 
     lat0: float
@@ -100,14 +100,14 @@ def latlon_to_ease(
     lat_dim, lon_dim = _find_dim(da, LAT_NAMES, "latitude"), _find_dim(da, LON_NAMES, "longitude")
     lead = [d for d in da.dims if d not in (lat_dim, lon_dim)]
     da = da.transpose(*lead, lat_dim, lon_dim)
+    for dim in (lat_dim, lon_dim):
+        # Descending latitudes (ERA5) and rolled longitudes (180..360, 0..180) become ascending.
+        if not np.all(np.diff(np.asarray(da[dim].values, dtype=np.float64)) > 0):
+            da = da.sortby(dim)
     lat = np.asarray(da[lat_dim].values, dtype=np.float64)
     lon = np.asarray(da[lon_dim].values, dtype=np.float64)
     src = _source_grid(lat, lon, str(da.name))
     values = np.asarray(da.values)
-    if lat[-1] < lat[0]:
-        values = values[..., ::-1, :]
-    if len(lon) > 1 and lon[-1] < lon[0]:
-        values = values[..., :, ::-1]
     wy, wx = _weights(src, grid, window, method)
     out = _apply(values, wy, wx)
     dtype = np.float32 if values.dtype == np.float32 else np.float64
@@ -282,7 +282,7 @@ def _wrap_lon(lon: np.ndarray) -> np.ndarray:
 
 def _regular(coord: np.ndarray, name: str, what: str) -> tuple[float, float]:
     """(first, spacing) of an ascending regular coordinate; RegridError otherwise."""
-    c = np.sort(coord)
+    c = coord
     if c.size < 2:
         raise RegridError(f"{name}: {what} needs at least 2 values to define a grid")
     step = (c[-1] - c[0]) / (c.size - 1)

@@ -136,6 +136,9 @@ def test_longitudes_0_360_give_the_same_result(method: str) -> None:
     a = regrid.latlon_to_ease(global_field(0.25), M09, window, method)
     b = regrid.latlon_to_ease(global_field(0.25, lon_0_360=True), M09, window, method)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-10)
+    rolled = global_field(0.25, lon_0_360=True).roll(lon=720, roll_coords=True)  # 180..360, 0..180
+    c = regrid.latlon_to_ease(rolled, M09, window, method)
+    np.testing.assert_allclose(c.values, b.values, rtol=1e-10)
     date_line = Window(300, 0, 50, 3856)  # a full row of cells wraps around 180 E
     a = regrid.latlon_to_ease(global_field(0.25), M09, date_line, method)
     b = regrid.latlon_to_ease(global_field(0.25, lon_0_360=True), M09, date_line, method)
