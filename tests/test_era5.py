@@ -729,3 +729,20 @@ def test_ingest_into_the_cube_and_a_bad_day_leaves_the_good_one(tmp_path):
     assert failed.status == "failed" and "unreadable netCDF" in failed.error
     assert cube.manifest(bad_day)["failures"]
     np.testing.assert_array_equal(cube.read("forcing", ["t2m"], DAY, DAY)["t2m"].values, t2m)
+
+
+def test_land_sea_mask_in_a_supplied_daily_file_masks_land_only_variables(tmp_path):
+    ds = write_land_daily(tmp_path / "plain.nc", DAY, sea_nan=False)
+    lsm = np.ones((1, len(LAT), len(LON180)), dtype=np.float32)
+    lsm[0, :, :3] = 0.2  # the western columns are sea
+    ds["lsm"] = (("valid_time", "latitude", "longitude"), lsm)
+    ds.to_netcdf(tmp_path / "with_lsm.nc")
+    rad = write_land_radiation(tmp_path / "rad.grib", DAY)
+    assert rad
+    granule = Granule("era5_land", DAY, (tmp_path / "with_lsm.nc", tmp_path / "rad.grib"), "x")
+    native = era5.Era5LandSource().read(granule)
+    assert "lsm" not in native
+    for name in ("stl1", "lai_hv", "lai_lv", "swe"):
+        assert np.isnan(native[name].values[0, :, :3]).all()
+        assert np.isfinite(native[name].values[0, :, 3:]).all()
+    assert np.isfinite(native["t2m"].values).all()  # not a land-only variable

@@ -331,8 +331,12 @@ class Era5LandSource(_CdsSource):
         """Both files -> the 11 variables of the day in registry units, native 0.1 degree grid."""
         daily_path, rad_path = granule.files
         day = granule.day
-        fields = grib.open_fields(daily_path, [nc for _, nc, _ in LAND_DAILY.values()]).data
-        fields = grib.mask_sea(fields)
+        names = [nc for _, nc, _ in LAND_DAILY.values()]
+        # ERA5-Land is missing over the sea already; ERA5 fields supplied in its place are
+        # not, and are masked where the file brings its land-sea mask.
+        if "lsm" in grib.variables_in(daily_path):
+            names.append("lsm")
+        fields = grib.mask_sea(grib.open_fields(daily_path, names).data)
         out, paths = {}, {}
         for name, (_, nc, factor) in LAND_DAILY.items():
             out[name] = _daily_value(fields[nc], day, daily_path) * factor

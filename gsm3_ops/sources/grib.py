@@ -122,6 +122,16 @@ def grib_inventory(path: Path) -> tuple[frozenset[str], frozenset[str]]:
     return shorts, expvers - {""}
 
 
+def variables_in(path: Path) -> frozenset[str]:
+    """Names of the variables a file holds (netCDF names: GRIB ``2t`` is ``t2m``)."""
+    path = Path(path)
+    if file_format(path) == "grib":
+        back = {short: name for name, short in _GRIB_SHORT.items()}
+        return frozenset(back.get(s, s) for s in grib_inventory(path)[0])
+    with _open_nc(path) as ds:
+        return frozenset(str(v) for v in ds.data_vars)
+
+
 def expvers_of(path: Path) -> frozenset[str]:
     """The expvers a file holds (``0001`` final, ``0005`` ERA5T); empty if it does not say."""
     path = Path(path)
