@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from gsm3_ops.config import BoxConfig
 from gsm3_ops.sources.base import CorruptFileError
-from gsm3_ops.sources.uscrn import COLUMNS, read_daily01
+from gsm3_ops.sources.insitu import InsituRead
+from gsm3_ops.sources.uscrn import (
+    COLUMNS,
+    read_daily01,
+    read_dir,
+    read_files,
+    station_forcing,
+    to_target,
+)
 
 N_FILES = 540
 CALENDAR_DAYS = len(pd.date_range("2015-01-01", "2023-12-31"))
@@ -167,3 +178,110 @@ def test_empty_and_binary_files_are_named(tmp_path: Path) -> None:
     binary.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe")
     with pytest.raises(CorruptFileError, match=r"bin\.txt: cannot read it as text"):
         read_daily01(binary)
+
+
+# ------------------------------------------------------------------ station forcing
+
+
+def test_station_forcing_units_and_values(frames, files: list[Path]) -> None:
+    df = frames[files[0]]
+    forcing = station_forcing(df)
+    assert list(forcing.columns) == ["temperature", "precipitation", "solar_radiation",
+                                     "relative_humidity"]  # fmt: skip
+    assert forcing.attrs["units"]["solar_radiation"] == "W m-2"
+    assert forcing.index.equals(df.index)
+    first = forcing.iloc[0]
+    # 2015-01-01 at Fairhope: T_DAILY_AVG 9.7 C, P 0.0 mm, SOLARAD 5.99 MJ m-2, RH 86.3 %
+    assert first["temperature"] == pytest.approx(9.7 + 273.15)
+    assert first["precipitation"] == 0.0
+    assert first["solar_radiation"] == pytest.approx(5.99e6 / 86400)
+    assert first["relative_humidity"] == pytest.approx(86.3)
+    for path in files[:60]:
+        f = station_forcing(frames[path])
+        t = f["temperature"].dropna()
+        assert ((t > 273.15 - 60) & (t < 273.15 + 50)).all(), path
+        assert (f["solar_radiation"].dropna().between(0, 500)).all(), path
+        assert (f["precipitation"].dropna() >= 0).all(), path
+
+
+def test_station_forcing_falls_back_to_max_min_mean(frames, files: list[Path]) -> None:
+    df = frames[files[0]].copy()
+    df.iloc[0, df.columns.get_loc("t_daily_avg")] = np.nan
+    assert station_forcing(df)["temperature"].iloc[0] == pytest.approx(10.3 + 273.15)
+    with pytest.raises(ValueError, match="solarad_daily"):
+        station_forcing(df.drop(columns="solarad_daily"))
+
+
+# ------------------------------------------------------------------ insitu target
+
+
+@pytest.fixture(scope="module")
+def target(frames) -> InsituRead:
+    """The target of all 540 files (read once for the whole module)."""
+    return to_target(frames.values())
+
+
+def test_read_dir_gives_the_cube_ready_target_for_all_60_stations(target, folder) -> None:
+    table = pd.read_csv(folder / "_stations_selected.csv")
+    da = target.data
+    assert da.name == "insitu" and da.dims == ("site", "time")
+    assert da.attrs["units"] == "m3 m-3"
+    assert da.sizes["site"] == 60 and not target.skipped
+    expected_ids = sorted(f"USCRN:{w:05d}" for w in table["wbanno"])
+    assert sorted(da["site"].values.tolist()) == expected_ids
+    assert da["time"].values[0] == np.datetime64("2015-01-01")
+    assert da["time"].values[-1] == np.datetime64("2023-12-31")
+    assert set(da["network"].values) == {"USCRN"}
+    by_id = table.assign(site=[f"USCRN:{w:05d}" for w in table["wbanno"]]).set_index("site")
+    valid = da.notnull().sum("time").to_series()
+    assert (valid == by_id.loc[valid.index, "n_sm5"]).all()
+    lat = da["lat"].to_series()
+    assert np.allclose(lat, by_id.loc[lat.index, "lat"], atol=0.005)
+    assert list(target.sites.index) == list(da["site"].values)
+    assert (target.sites["depth_from"] == 0.05).all()
+
+
+def test_regions_of_the_sites(target) -> None:
+    regions = dict(zip(target.data["site"].values, target.data["region"].values, strict=True))
+    lon = target.data["lon"].to_series()
+    lat = target.data["lat"].to_series()
+    for site, region in regions.items():
+        if -125 <= lon[site] <= -66 and 24 <= lat[site] <= 50:
+            assert region == "CONUS", site
+        elif lat[site] > 51 and lon[site] < -129:
+            assert region == "Alaska", site
+    assert "CONUS" in regions.values()
+    one = {"Here": BoxConfig(lon_min=-90, lat_min=30, lon_max=-80, lat_max=35)}
+    files = sorted(Path(target.sites["file"].iloc[0].split("; ")[0]).parent.glob("*.txt"))[:10]
+    custom = read_files(files, regions=one, start=dt.date(2015, 6, 1), end=dt.date(2015, 6, 30))
+    assert set(custom.data["region"].values) <= {"Here", "Other"}
+    assert custom.data.sizes["time"] == 30
+
+
+def test_a_broken_file_is_skipped_and_named_the_others_are_read(folder, tmp_path) -> None:
+    good = sorted((folder / "2020").glob("*.txt"))[:3]
+    for path in good:
+        shutil.copy(path, tmp_path / path.name)
+    bad = tmp_path / "CRND0103-2021-XX_Broken_1_N.txt"
+    bad.write_text(good[0].read_text()[:5000])  # cut mid-line
+    result = read_dir(tmp_path)
+    assert result.data.sizes["site"] == 3
+    assert [p for p, _ in result.skipped] == [bad]
+    assert "line" in result.skipped[0][1] and bad.name in result.skipped[0][1]
+    assert result.data["time"].values[-1] == np.datetime64("2020-12-31")
+
+
+def test_cube_takes_the_target(target, tmp_path: Path) -> None:
+    from gsm3_ops.cube import Cube
+    from gsm3_ops.grid import M09
+
+    conus = M09.window_from_bbox(-125, 24, -66, 50)
+    cube = Cube.create(
+        tmp_path / "cube.zarr", M09, conus, start=dt.date(2015, 1, 1), end=dt.date(2015, 1, 31)
+    )
+    part = target.data.sel(time=slice("2015-01-01", "2015-01-31"))
+    cube.write_insitu(part, source="uscrn", version="USCRN daily01")
+    back = cube.read_insitu(dt.date(2015, 1, 1), dt.date(2015, 1, 31))
+    back = back.set_index(site="site").sel(site=part["site"].values)
+    np.testing.assert_allclose(back.values, part.values.astype(np.float32), equal_nan=True)
+    assert list(back["region"].values) == list(part["region"].values)
