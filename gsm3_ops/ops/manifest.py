@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from gsm3_ops.publish.atomic import write_json
 
 
 class LockBusyError(RuntimeError):
@@ -33,14 +33,17 @@ def run_lock(data_root: Path, wait: bool = True) -> Iterator[None]:
 
 
 def manifest_path(publish_root: Path, day: dt.date) -> Path:
-    """``<publish_root>/manifests/YYYY/gsm3_YYYYMMDD.json``."""
+    """``<publish_root>/manifests/YYYY/gsm3_YYYYMMDD.json``: written last when a day is
+    published (its ``status`` is ``complete``), so its presence means the day is whole."""
     return Path(publish_root) / "manifests" / f"{day:%Y}" / f"gsm3_{day:%Y%m%d}.json"
+
+
+def failure_path(publish_root: Path, day: dt.date) -> Path:
+    """``<publish_root>/manifests/YYYY/gsm3_YYYYMMDD.failed.json``: the last failed attempt
+    to publish the day (removed when the day is published); the manifest is left alone."""
+    return manifest_path(publish_root, day).with_suffix(".failed.json")
 
 
 def write_json_atomic(path: Path, record: dict[str, Any]) -> Path:
     """Write ``record`` as JSON to a temporary file and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(path), record)

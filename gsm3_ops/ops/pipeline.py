@@ -25,14 +25,18 @@ from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.ops.cluster import ClusterError, tile_runner
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.ingest import ensure_days
-from gsm3_ops.ops.manifest import manifest_path, run_lock, write_json_atomic
+from gsm3_ops.ops.manifest import failure_path, manifest_path, run_lock, write_json_atomic
 from gsm3_ops.ops.models import ensure_bundle
-from gsm3_ops.publish.cog import cog_path, write_cog
-from gsm3_ops.publish.layers import FLAG_FILL, FLAG_GAP_FILLED
-from gsm3_ops.publish.product import write_day
+from gsm3_ops.publish import derived
+from gsm3_ops.publish.day import DayProduct, PublishError, publish_day
+from gsm3_ops.publish.timeseries import write_timeseries_copy
 
 log = logging.getLogger(__name__)
 ONE_DAY = dt.timedelta(days=1)
+
+
+class DayFailedError(RunError):
+    """A day could not be published; the previous product is intact (see the failure record)."""
 
 
 @dataclass
@@ -47,7 +51,8 @@ class RunResult:
 
 
 def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[str, np.ndarray]:
-    """The day's product layers over the domain, streamed tile by tile (inference/daily)."""
+    """Ensemble mean and spread (m3 m-3) and the gap-filled mask of the day over the domain,
+    streamed tile by tile (inference/daily)."""
     s = dep.settings
     try:
         predictor = DayPredictor(cube, bundle, dep.land, s.inference, s.data_root / "state.zarr")
@@ -57,56 +62,134 @@ def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[
             out = predictor.predict(day, start, runner)
     except (InferenceError, StateError, ClusterError) as exc:
         raise RunError(str(exc)) from exc
-    flags = np.where(out.gap_filled, FLAG_GAP_FILLED, 0).astype(np.uint8)
-    flags[~dep.land] = FLAG_FILL
-    return {"soil_moisture": out.mean, "soil_moisture_sd": out.sd, "quality_flag": flags}
+    return {"soil_moisture": out.mean, "soil_moisture_sd": out.sd, "gap_filled": out.gap_filled}
+
+
+def quality_flag(
+    dep: Deployment, cube: Cube, day: dt.date, valid: np.ndarray, gap_filled: np.ndarray
+) -> np.ndarray:
+    """The day's quality flag over the domain (bits in ``gsm3_ops.publish.layers``): forcing
+    gap-filled, provisional inputs (from the cube day manifest), frozen soil (stl1 or t2m of
+    the day from the cube), dry poleward slopes and Arctic permafrost (cube statics)."""
+    cfg = dep.settings.product.flags
+    forcing = cube.read("forcing", ["stl1", "t2m"], day, day)  # NaN where never written
+    static = cube.read_static(
+        ["aspect_cos", "slope", "smap_mean", "lst_day_mean", "lst_night_mean"]
+    )
+    rows = np.arange(dep.domain.row0, dep.domain.row0 + dep.domain.n_rows)
+    _, lat = dep.grid.rowcol_to_lonlat(rows, np.zeros_like(rows))  # cylindrical: lat by row
+    lat = np.broadcast_to(np.asarray(lat)[:, None], dep.domain.shape)
+    return derived.compose_flags(
+        valid,
+        gap_filled=gap_filled,
+        provisional=derived.provisional_mask(
+            cube.manifest(day), dep.domain, cfg.provisional_versions
+        ),
+        frozen=derived.frozen_mask(forcing["stl1"].values[0], forcing["t2m"].values[0], cfg),
+        dry_north_slope=derived.dry_north_slope_mask(
+            static["aspect_cos"].values, static["slope"].values, static["smap_mean"].values, cfg
+        ),
+        permafrost=derived.permafrost_mask(
+            lat, static["lst_day_mean"].values, static["lst_night_mean"].values, cfg
+        ),
+    )
 
 
 def run_day(dep: Deployment, day: dt.date, progress: bool = True) -> RunResult:
-    """Produce and publish ``day`` (already checked with ``Deployment.check_day``)."""
+    """Produce and publish ``day`` (already checked with ``Deployment.check_day``).
+
+    Raises :class:`DayFailedError` when publication fails (a full disk, say): the product,
+    catalogue and manifest are then as before, and a failure record is left beside the
+    day's manifest (``gsm3_YYYYMMDD.failed.json``).
+    """
     t0 = time.perf_counter()
     s = dep.settings
     with run_lock(s.data_root):
         cube = dep.open_cube()
         bundle = ensure_bundle(dep, cube, progress)
-        layers = _predict(dep, cube, bundle, day)
-        product = s.publish_root / "gsm3.zarr"
-        tags = {
-            "date": day.isoformat(),
-            "product_version": s.product.version,
-            "bundle_id": bundle.bundle_id,
-            "inputs": f"{dep.source.name}:{dep.source.version(day)}",
-            "units": variables.PRODUCT_UNITS,
-        }
-        write_day(
-            product, day, layers, dep.grid, dep.domain, s.product.start, s.inference.tile_size
-        )
-        cog = write_cog(cog_path(s.publish_root, day.isoformat()), layers["soil_moisture"],
-                        dep.grid, dep.domain, tags)  # fmt: skip
+        predicted = _predict(dep, cube, bundle, day)
+        sm = predicted["soil_moisture"]
+        flag = quality_flag(dep, cube, day, np.isfinite(sm), predicted["gap_filled"])
+        inputs = {dep.source.name: dep.source.version(day)}
         mpath = manifest_path(s.publish_root, day)
-        config_path = write_config(mpath.with_suffix(".config.yaml"), s.to_yaml())
-        sm = layers["soil_moisture"]
-        write_json_atomic(
-            mpath,
-            {
-                "date": day.isoformat(),
-                "status": "complete",
-                "mode": s.inference.mode,
-                "bundle_id": bundle.bundle_id,
-                "inputs": {dep.source.name: dep.source.version(day)},
-                "cube_manifest": cube.manifest(day),
-                "outputs": {"cog": str(cog), "zarr": str(product)},
-                "config": str(config_path),
-                "land_cells": int(np.isfinite(sm).sum()),
-                "soil_moisture_mean": float(np.nanmean(sm)),
-                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        config_path = mpath.with_suffix(".config.yaml")
+        land = np.isfinite(sm)
+        day_product = DayProduct(
+            day=day,
+            layers={
+                "soil_moisture": sm,
+                "soil_moisture_sd": predicted["soil_moisture_sd"],
+                "quality_flag": flag,
             },
+            tags={
+                "bundle_id": bundle.bundle_id,
+                "inputs": ", ".join(f"{k}:{v}" for k, v in inputs.items()),
+                "units": variables.PRODUCT_UNITS,
+            },
+            properties={
+                "gsm3:bundle_id": bundle.bundle_id,
+                "gsm3:inputs": inputs,
+                "gsm3:mode": s.inference.mode,
+                "gsm3:provisional_share": _share(flag, 2, land),
+                "gsm3:land_cells": int(land.sum()),
+            },
+            land=dep.land,
+            extra_files={config_path: s.to_yaml().encode()},
         )
-    return RunResult(day, cog, product, mpath, time.perf_counter() - t0)
+        record = {
+            "date": day.isoformat(),
+            "status": "complete",
+            "mode": s.inference.mode,
+            "bundle_id": bundle.bundle_id,
+            "product_version": s.product.version,
+            "inputs": inputs,
+            "cube_manifest": cube.manifest(day),
+            "config": str(config_path),
+            "land_cells": int(land.sum()),
+            "soil_moisture_mean": float(np.nanmean(sm)) if land.any() else None,
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        try:
+            published = publish_day(
+                s.publish_root, dep.grid, dep.domain, s.product, s.inference.tile_size,
+                day_product, mpath, record,
+            )  # fmt: skip
+        except PublishError as exc:
+            _record_failure(s.publish_root, day, exc)
+            raise DayFailedError(str(exc)) from exc
+        failure_path(s.publish_root, day).unlink(missing_ok=True)
+        if s.product.timeseries_copy:
+            _refresh_timeseries(dep)
+    return RunResult(
+        day, published.cogs["soil_moisture"], published.product, mpath, time.perf_counter() - t0
+    )
 
 
-def write_config(path: Path, text: str) -> Path:
-    """Write the resolved configuration beside a run's outputs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+def _share(flag: np.ndarray, bit: int, land: np.ndarray) -> float:
+    """Share of land cells with ``bit`` set."""
+    n = int(land.sum())
+    return round(float(((flag & bit) > 0)[land].sum()) / n, 4) if n else 0.0
+
+
+def _record_failure(publish_root: Path, day: dt.date, exc: Exception) -> None:
+    """Best effort (the disk may be full): the failure record beside the day's manifest."""
+    record = {
+        "date": day.isoformat(),
+        "status": "failed",
+        "error": str(exc),
+        "failed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        write_json_atomic(failure_path(publish_root, day), record)
+    except OSError as write_error:
+        log.error("could not record the failure of %s: %s", day, write_error)
+
+
+def _refresh_timeseries(dep: Deployment) -> None:
+    """Rebuild the time-series copy; a failure leaves the previous copy and the day stands."""
+    p = dep.settings.product
+    try:
+        write_timeseries_copy(dep.settings.publish_root, p.timeseries_time_chunk,
+                              p.timeseries_space_chunk)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        log.error("time-series copy not refreshed (the previous copy is kept): %s", exc)

@@ -124,8 +124,7 @@ def write_web_mercator(
             str(tmp),
             _profile(spec, compression),
             nodata=spec.nodata,
-            web_optimized=True,
-            tms=morecantile.tms.get("WebMercatorQuad"),
+            tms=morecantile.tms.get("WebMercatorQuad"),  # reproject to the tile matrix
             resampling="nearest" if spec.is_flag else "bilinear",
             overview_resampling=spec.resampling,
             forward_band_tags=True,

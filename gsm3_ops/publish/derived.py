@@ -151,12 +151,17 @@ def frozen_mask(stl1: np.ndarray, t2m: np.ndarray, cfg: QualityFlagConfig) -> np
 
 
 def dry_north_slope_mask(
-    aspect_cos: np.ndarray, smap_mean: np.ndarray, cfg: QualityFlagConfig
+    aspect_cos: np.ndarray, slope: np.ndarray, smap_mean: np.ndarray, cfg: QualityFlagConfig
 ) -> np.ndarray:
-    """Poleward-facing (``aspect_cos >= north_aspect_cos_min``; the static is already
-    flipped in the southern hemisphere) and dry (``smap_mean <= dry_smap_mean_max``)."""
+    """Poleward-facing (``aspect_cos >= north_aspect_cos_min``; the static is already flipped
+    in the southern hemisphere), sloping (``slope >= north_slope_min_deg``: aspect means
+    nothing on flat ground) and dry (``smap_mean <= dry_smap_mean_max``)."""
     with np.errstate(invalid="ignore"):
-        return (aspect_cos >= cfg.north_aspect_cos_min) & (smap_mean <= cfg.dry_smap_mean_max)
+        return (
+            (aspect_cos >= cfg.north_aspect_cos_min)
+            & (slope >= cfg.north_slope_min_deg)
+            & (smap_mean <= cfg.dry_smap_mean_max)
+        )
 
 
 def permafrost_mask(

@@ -104,7 +104,13 @@ def _encoding(ds: xr.Dataset, start: dt.date) -> dict[str, dict]:
         }
     }
     for name, layer in LAYERS.items():
-        enc[name] = {"chunks": (1, *ds[name].data.chunksize[1:]), "_FillValue": layer.nodata}
+        # _FillValue is the CF attribute; fill_value is what zarr returns for a chunk never
+        # written (a day not published) and the value it does not store a chunk of.
+        enc[name] = {
+            "chunks": (1, *ds[name].data.chunksize[1:]),
+            "_FillValue": layer.nodata,
+            "fill_value": layer.nodata,
+        }
     return enc
 
 
