@@ -132,12 +132,17 @@ def test_real_36km_retrieval_layout_matches_the_grid(fixtures: Path, tmp_path: P
     np.testing.assert_allclose(part["x"], M36.x_centres(w))
 
 
-def test_full_size_9km_file(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def file_9km(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-size 9 km file: AM only, AM and PM, PM only in three bands of rows."""
     am, pm = _empty(M09), _empty(M09)
     am[800:810, 2300:2320], pm[805:815, 2300:2320] = 0.2, 0.3
-    path = write_smap(tmp_path / FILE_9, am, pm)
+    return write_smap(tmp_path_factory.mktemp("smap9") / FILE_9, am, pm)
+
+
+def test_full_size_9km_file(file_9km: Path) -> None:
     src = SmapSource()
-    native = src.read(_granule(path))
+    native = src.read(_granule(file_9km))
     assert native["smap"].shape == (1, 1624, 3856)
     out = src.to_grid(native, M09, Window(800, 2300, 16, 16))
     v = out["smap"].values[0]
@@ -145,7 +150,7 @@ def test_full_size_9km_file(tmp_path: Path) -> None:
     np.testing.assert_allclose(v[0:5, :], 0.2)  # AM only
     np.testing.assert_allclose(v[5:10, :], 0.25)  # AM and PM
     np.testing.assert_allclose(v[10:15, :], 0.3)  # PM only
-    assert np.isnan(v[15]).all() and np.isnan(v[:, 16:]).all()
+    assert np.isnan(v[15]).all()
     assert out["smap"].attrs["units"] == "m3 m-3"
 
 
@@ -245,19 +250,16 @@ def test_local_takes_the_newest_run(tmp_path: Path) -> None:
         SmapSource(OPTS_36).local(dt.date(2020, 6, 17), tmp_path)
 
 
-def test_ingest_into_the_cube(tmp_path: Path) -> None:
-    am = _empty(M09)
-    am[800:816, 2300:2316] = 0.31
-    srv = tmp_path / "srv"
-    srv.mkdir()
-    write_smap(srv / FILE_9, am, _empty(M09))
+def test_ingest_into_the_cube(file_9km: Path, tmp_path: Path) -> None:
     domain = Window(800, 2300, 16, 16)
     cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY, tile_size=16)
-    src = SmapSource(client=FakeEarthaccess({("SPL3SMP_E", "006"): [srv / FILE_9]}))
+    src = SmapSource(client=FakeEarthaccess({("SPL3SMP_E", "006"): [file_9km]}))
     outcome = ingest_source(cube, src, DAY, M09, domain, workdir=tmp_path / "raw")
     assert outcome.status == "complete", outcome.error
-    assert outcome.version == "SPL3SMP_E.006"
-    np.testing.assert_allclose(cube.read("smap", ["smap"], DAY, DAY)["smap"].values, 0.31)
+    assert outcome.version == "SPL3SMP_E.006" and outcome.notes == ("crid:R19240_001",)
+    stored = cube.read("smap", ["smap"], DAY, DAY)["smap"].values[0]
+    np.testing.assert_allclose(stored[5:10], 0.25)
+    assert np.isnan(stored[15]).all()
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -326,11 +328,9 @@ def test_credential_failure_recorded_without_secrets(
     token = "smap-token-0123456789"
     monkeypatch.setenv("EARTHDATA_TOKEN", token)
     monkeypatch.setenv("EARTHDATA_USERNAME", "smap-user-q9")
-    am = _empty(M09)
-    am[800:816, 2300:2316] = 0.31
     srv = tmp_path / "srv"
     srv.mkdir()
-    write_smap(srv / FILE_9, am, _empty(M09))
+    (srv / FILE_9).write_bytes(b"never downloaded: the login fails first")
     fake = FakeEarthaccess(
         {("SPL3SMP_E", "006"): [srv / FILE_9]},
         login_results={"environment": RuntimeError(f"token {token} expired for smap-user-q9")},
