@@ -746,3 +746,41 @@ def test_land_sea_mask_in_a_supplied_daily_file_masks_land_only_variables(tmp_pa
         assert np.isnan(native[name].values[0, :, :3]).all()
         assert np.isfinite(native[name].values[0, :, 3:]).all()
     assert np.isfinite(native["t2m"].values).all()  # not a land-only variable
+
+
+def test_zip_wrapped_downloads_are_unwrapped(tmp_path):
+    """The CDS sometimes zips its output (one netCDF per variable) even when asked not to."""
+    import zipfile
+
+    whole = write_land_daily(tmp_path / "whole.nc", DAY)
+    names = list(LAND_VALUES)
+    whole[names[:4]].to_netcdf(tmp_path / "part_a.nc")
+    whole[names[4:]].to_netcdf(tmp_path / "part_b.nc")
+    with zipfile.ZipFile(tmp_path / "daily.zip", "w") as zf:
+        zf.write(tmp_path / "part_a.nc", "data_stream-oper_stepType-instant_a.nc")
+        zf.write(tmp_path / "part_b.nc", "data_stream-oper_stepType-instant_b.nc")
+    write_land_radiation(tmp_path / "rad.grib", DAY)
+    with zipfile.ZipFile(tmp_path / "rad.zip", "w") as zf:
+        zf.write(tmp_path / "rad.grib", "data.grib")
+    client = FakeCds(
+        {
+            "derived-era5-land-daily-statistics": tmp_path / "daily.zip",
+            "reanalysis-era5-land": tmp_path / "rad.zip",
+        }
+    )
+    source = era5.Era5LandSource(client=client)
+    work = tmp_path / "work"
+    granule = source.fetch(DAY, work)
+    assert sorted(p.name for p in work.iterdir()) == [
+        "era5_land_daily_20240310.nc",
+        "era5_land_rad_20240310.grib",
+    ]
+    assert grib.file_format(granule.files[0]) == "netcdf"
+    assert grib.file_format(granule.files[1]) == "grib"
+    native = source.read(granule)
+    for name, (_, nc, factor) in era5.LAND_DAILY.items():
+        np.testing.assert_allclose(native[name].values, whole[nc].values * factor, rtol=1e-6)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CorruptFileError, match=r"bad.zip: cannot unpack"):
+        grib.unwrap_zip(bad, tmp_path / "out.nc")

@@ -205,7 +205,13 @@ class _CdsSource:
         if not partial.is_file() or partial.stat().st_size == 0:
             partial.unlink(missing_ok=True)
             raise SourceError(f"{self.name}: {req.dataset} returned no data for {target.name}")
-        os.replace(partial, target)
+        if grib.is_zip(partial):
+            try:
+                grib.unwrap_zip(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+        else:
+            os.replace(partial, target)
 
     def _cds(self) -> Any:
         if self._client is None:

@@ -24,6 +24,9 @@ import pyproj  # noqa: F401
 # isort: split
 
 import datetime as dt
+import os
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +83,39 @@ def file_format(path: Path) -> str:
         raise CorruptFileError(f"{path}: a zip archive; request download_format 'unarchived'")
     what = "empty" if not head else f"starts with {head[:4]!r}"
     raise CorruptFileError(f"{path}: neither GRIB nor netCDF ({what})")
+
+
+def is_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip archive (the CDS sometimes wraps even 'unarchived' output)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def unwrap_zip(path: Path, target: Path) -> None:
+    """Write the contents of the zip archive ``path`` to ``target`` as one GRIB or netCDF file.
+
+    GRIB members are joined (a GRIB file is a sequence of messages); netCDF members (the
+    CDS writes one per variable) are merged into one netCDF file.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            files = [Path(zf.extract(m, tmp)) for m in zf.infolist() if not m.is_dir()]
+            kinds = {file_format(f) for f in files}
+            if kinds == {"grib"}:
+                with open(target, "wb") as out:
+                    for f in files:
+                        out.write(f.read_bytes())
+            elif kinds == {"netcdf"} and len(files) == 1:
+                os.replace(files[0], target)
+            elif kinds == {"netcdf"}:
+                parts = [xr.load_dataset(f, engine="netcdf4") for f in files]
+                merged = xr.merge(parts, join="exact", compat="override", combine_attrs="drop")
+                merged.to_netcdf(target, engine="netcdf4")
+            else:
+                found = ", ".join(sorted(kinds)) or "no files"
+                raise CorruptFileError(f"{path}: a zip of {found}, expected GRIB or netCDF")
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CorruptFileError(f"{path}: cannot unpack the zip archive ({exc})") from None
 
 
 def open_fields(path: Path, names: Sequence[str]) -> Fields:
