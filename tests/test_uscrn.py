@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import http.server
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from gsm3_ops.config import BoxConfig
-from gsm3_ops.sources.base import CorruptFileError
+from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, SourceError
 from gsm3_ops.sources.insitu import InsituRead
 from gsm3_ops.sources.uscrn import (
     COLUMNS,
+    Options,
+    Response,
+    UscrnSource,
     read_daily01,
     read_dir,
     read_files,
     station_forcing,
+    station_url,
     to_target,
 )
 
@@ -285,3 +294,124 @@ def test_cube_takes_the_target(target, tmp_path: Path) -> None:
     back = back.set_index(site="site").sel(site=part["site"].values)
     np.testing.assert_allclose(back.values, part.values.astype(np.float32), equal_nan=True)
     assert list(back["region"].values) == list(part["region"].values)
+
+
+# ------------------------------------------------------------------ fetch
+
+
+class FakeHttp:
+    """Serves fixture files by URL; records every request (url, timeout)."""
+
+    def __init__(self, routes: dict[str, bytes | int]) -> None:
+        self.routes = routes
+        self.calls: list[tuple[str, float]] = []
+
+    def get(self, url: str, timeout: float) -> Response:
+        self.calls.append((url, timeout))
+        body = self.routes.get(url, 404)
+        if isinstance(body, int):
+            return Response(body, b"not here")
+        return Response(200, body)
+
+
+def _url(year: int, station: str) -> str:
+    return f"https://www.ncei.noaa.gov/pub/data/uscrn/products/daily01/{year}/CRND0103-{year}-{station}.txt"
+
+
+def test_station_url_is_ncei_daily01() -> None:
+    assert station_url(2023, "WA_Quinault_4_NE") == _url(2023, "WA_Quinault_4_NE")
+
+
+def test_fetch_asks_the_exact_url_and_returns_the_day(folder: Path, tmp_path: Path) -> None:
+    raw = (folder / SAMPLE).read_bytes()
+    client = FakeHttp({_url(2016, "WA_Quinault_4_NE"): raw})
+    source = UscrnSource(Options(stations=("WA_Quinault_4_NE",), timeout_s=30), client=client)
+    granule = source.fetch(dt.date(2016, 7, 1), tmp_path)
+    assert client.calls == [(_url(2016, "WA_Quinault_4_NE"), 30)]
+    assert granule.version == "USCRN daily01" and granule.source == "uscrn"
+    assert granule.files == (tmp_path / "2016" / "CRND0103-2016-WA_Quinault_4_NE.txt",)
+    assert granule.files[0].read_bytes() == raw
+    result = source.read(granule, start=dt.date(2016, 7, 1), end=dt.date(2016, 7, 1))
+    assert result.data.sel(site="USCRN:04237").item() == pytest.approx(
+        read_daily01(folder / SAMPLE).loc["2016-07-01", "soil_moisture_5_daily"]
+    )
+
+
+def test_fetch_lists_the_year_when_no_stations_are_configured(folder: Path, tmp_path) -> None:
+    names = ["WA_Quinault_4_NE", "AL_Fairhope_3_NE"]
+    listing = "".join(f'<a href="CRND0103-2016-{n}.txt">x</a>\n' for n in names).encode()
+    routes: dict[str, bytes | int] = {
+        "https://www.ncei.noaa.gov/pub/data/uscrn/products/daily01/2016/": listing
+    }
+    for n in names:
+        routes[_url(2016, n)] = (folder / "2016" / f"CRND0103-2016-{n}.txt").read_bytes()
+    client = FakeHttp(routes)
+    granule = UscrnSource(client=client).fetch(dt.date(2016, 3, 1), tmp_path)
+    assert [url for url, _ in client.calls[1:]] == [_url(2016, n) for n in sorted(names)]
+    assert len(granule.files) == 2
+
+
+def test_missing_station_is_noted_and_a_day_not_there_yet_is_not_served(folder, tmp_path) -> None:
+    text = (folder / SAMPLE).read_text()
+    june = "".join(line + "\n" for line in text.splitlines() if line.split()[1] < "20160701")
+    client = FakeHttp({_url(2016, "WA_Quinault_4_NE"): june.encode()})
+    source = UscrnSource(Options(stations=("WA_Quinault_4_NE", "XX_Gone_1_N")), client=client)
+    granule = source.fetch(dt.date(2016, 6, 30), tmp_path)
+    assert any("XX_Gone_1_N" in note and "HTTP 404" in note for note in granule.notes)
+    with pytest.raises(DateNotServedError, match="2016-07-01"):
+        source.fetch(dt.date(2016, 7, 1), tmp_path)
+    assert source.latest_date(dt.date(2024, 5, 2)) == dt.date(2024, 5, 1)
+
+
+def test_a_truncated_download_never_replaces_a_good_file(folder, tmp_path) -> None:
+    raw = (folder / SAMPLE).read_bytes()
+    url = _url(2016, "WA_Quinault_4_NE")
+    source = UscrnSource(Options(stations=("WA_Quinault_4_NE",)), client=FakeHttp({url: raw}))
+    good = source.fetch(dt.date(2016, 1, 5), tmp_path).files[0]
+    source.client = FakeHttp({url: raw[: len(raw) // 2 + 50]})  # cut inside line 184
+    with pytest.raises(SourceError, match=rf"{re.escape(url)}, line 184: "):
+        source.fetch(dt.date(2016, 1, 5), tmp_path)
+    assert good.read_bytes() == raw
+    assert sorted(p.name for p in good.parent.iterdir()) == [good.name]
+
+
+def test_server_errors_are_retried_then_named(tmp_path: Path) -> None:
+    url = _url(2016, "WA_Quinault_4_NE")
+    client = FakeHttp({url: 503})
+    options = Options(stations=("WA_Quinault_4_NE",), retries=3, retry_wait_s=0)
+    with pytest.raises(SourceError, match=r"HTTP 503"):
+        UscrnSource(options, client=client).fetch(dt.date(2016, 1, 5), tmp_path)
+    assert len(client.calls) == 3
+
+
+def test_local_files_and_options_from_config(folder: Path) -> None:
+    source = UscrnSource(Options(stations=("WA_Quinault_4_NE",)))
+    granule = source.local(dt.date(2018, 2, 1), folder)
+    assert len(granule.files) == 1 and granule.files[0].name.endswith("WA_Quinault_4_NE.txt")
+    with pytest.raises(DateNotServedError):
+        source.local(dt.date(2030, 1, 1), folder)
+    with pytest.raises(ValidationError):
+        Options(stationz=("x",))
+
+
+def test_default_client_over_loopback_http(folder: Path, tmp_path: Path) -> None:
+    served = tmp_path / "www" / "2016"
+    served.mkdir(parents=True)
+    shutil.copy(folder / SAMPLE, served)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "www"))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            options = Options(stations=("WA_Quinault_4_NE", "XX_Gone_1_N"), base_url=base)
+            granule = UscrnSource(options).fetch(dt.date(2016, 5, 5), tmp_path / "work")
+        finally:
+            server.shutdown()
+    assert granule.files[0].read_bytes() == (folder / SAMPLE).read_bytes()
+    assert any("XX_Gone_1_N" in n and "HTTP 404" in n for n in granule.notes)

@@ -96,8 +96,11 @@ def read_daily01(path: str | Path) -> pd.DataFrame:
     return parse_daily01(text, path)
 
 
-def parse_daily01(text: str, path: Path) -> pd.DataFrame:
-    """Parse the text of a daily01 file (see :func:`read_daily01`); ``path`` names it in errors."""
+def parse_daily01(text: str, path: str | Path) -> pd.DataFrame:
+    """Parse the text of a daily01 file (see :func:`read_daily01`).
+
+    ``path`` (a path or a URL) names the file in errors and in ``attrs["file"]``.
+    """
     lines = text.splitlines()
     line_no = np.array([n for n, line in enumerate(lines, start=1) if line.strip()])
     if not line_no.size:
@@ -143,7 +146,7 @@ def parse_daily01(text: str, path: Path) -> pd.DataFrame:
     df.insert(0, "wbanno", np.array(wbanno, dtype=object))
     at = COLUMNS.index("sur_temp_daily_type")
     df.insert(at - 1, "sur_temp_daily_type", np.array(tokens[at::width], dtype=object))
-    match = FILE_NAME.match(path.name)
+    match = FILE_NAME.match(Path(path).name)
     lat, lon = df["latitude"].dropna(), df["longitude"].dropna()
     df.attrs.update(
         wbanno=wbanno[0],
@@ -155,7 +158,7 @@ def parse_daily01(text: str, path: Path) -> pd.DataFrame:
     return df
 
 
-def _dates(stamps: list[str], line_no: np.ndarray, path: Path) -> np.ndarray:
+def _dates(stamps: list[str], line_no: np.ndarray, path: str | Path) -> np.ndarray:
     """YYYYMMDD strings -> datetime64[D]; CorruptFileError naming the first bad one."""
     iso = [f"{s[:4]}-{s[4:6]}-{s[6:]}" if len(s) == 8 and s.isdigit() else "?" for s in stamps]
     try:
@@ -172,7 +175,7 @@ def _dates(stamps: list[str], line_no: np.ndarray, path: Path) -> np.ndarray:
         raise
 
 
-def _first_bad_line(lines: list[str], path: Path) -> CorruptFileError:
+def _first_bad_line(lines: list[str], path: str | Path) -> CorruptFileError:
     """The error naming the first line without 28 fields or with a field that is no number."""
     for n, line in enumerate(lines, start=1):
         fields = line.split()
@@ -195,7 +198,7 @@ def _first_bad_line(lines: list[str], path: Path) -> CorruptFileError:
     return CorruptFileError(f"USCRN file {path}: not a daily01 file (28 columns)")
 
 
-def _check_last_line(text: str, lines: list[str], path: Path) -> None:
+def _check_last_line(text: str, lines: list[str], path: str | Path) -> None:
     """A file cut inside its last field still has 28 fields: compare that line's length."""
     if text.endswith(("\n", "\r")) or len(lines) < 2:
         return
@@ -465,7 +468,7 @@ class UscrnSource:
         partial.write_bytes(self._get(url))
         try:
             text = partial.read_bytes().decode("ascii")
-            parse_daily01(text, Path(url))
+            parse_daily01(text, url)
         except UnicodeDecodeError as exc:
             partial.unlink()
             raise CorruptFileError(f"USCRN file {url}: not text: {exc}") from None
