@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -99,7 +100,7 @@ def window_area(grid: EaseGrid, window: Window, margin: float = 0.5) -> list[flo
     ]
 
 
-class _CdsSource:
+class _CdsSource(ABC):
     """What ERA5 and ERA5-Land share: dates, versions, the client, files, gridding."""
 
     Options: ClassVar[type[Era5Options]] = Era5Options
@@ -127,9 +128,13 @@ class _CdsSource:
         recent = day > _utc_today() - dt.timedelta(days=self.options.final_lag_days)
         return self.LABELS[1] if recent else self.LABELS[0]
 
+    @abstractmethod
     def requests(self, day: dt.date) -> list[CdsRequest]:
         """The CDS retrievals that fill ``day``."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def read(self, granule: Granule) -> xr.Dataset:
+        """The granule's files -> the day on the native grid, registry names and units."""
 
     # -- files ---------------------------------------------------------------------------------
 
