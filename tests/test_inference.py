@@ -1,15 +1,12 @@
-"""The inference engine and the LSTM state store."""
+"""The inference engine: members x cell batches, memory budget, autocast, product."""
 
 from __future__ import annotations
-
-import datetime as dt
 
 import numpy as np
 import pytest
 import torch
 
 from gsm3_ops.inference.engine import Engine
-from gsm3_ops.inference.state import StateError, StateStore
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
 
 
@@ -51,20 +48,25 @@ def test_product_is_clipped_mean_and_spread(engine: Engine) -> None:
     assert mean[0] == pytest.approx((0.7 + 0.35 + 0.45) / 3)
 
 
-def test_state_store_round_trip_retention_and_ownership(tmp_path) -> None:
-    rows, cols = np.array([0, 1, 3]), np.array([2, 0, 1])
-    store = StateStore(tmp_path / "state.zarr", "abc", (4, 3), tile_size=2)
-    h = np.random.default_rng(1).normal(size=(2, 3, 5)).astype(np.float32)
-    days = [dt.date(2021, 1, d) for d in (1, 2, 3)] + [dt.date(2021, 2, d) for d in range(1, 5)]
-    for k, day in enumerate(days):
-        store.save(day, rows, cols, h + k, -h - k)
-    got_h, got_c = store.load(days[2], rows, cols)
-    np.testing.assert_array_equal(got_h, h + 2)
-    np.testing.assert_array_equal(got_c, -h - 2)
-    assert store.latest_on_or_before(dt.date(2021, 1, 31)) == days[2]
-    assert store.latest_on_or_before(dt.date(2020, 12, 31)) is None
-    gone = store.prune(keep_recent=2)
-    assert gone == [days[1], days[2], days[4]]
-    assert store.dates() == [days[0], days[3], days[5], days[6]]
-    with pytest.raises(StateError, match="belongs to bundle abc"):
-        StateStore(tmp_path / "state.zarr", "other", (4, 3), tile_size=2)
+def test_batch_size_follows_the_memory_budget_and_not_the_values(engine: Engine) -> None:
+    budget = Engine(engine.bundle, engine.device, memory_budget_gb=0.0002)
+    assert budget.cells_per_batch(1) > budget.cells_per_batch(30) * 10
+    assert budget.cells_per_batch(10_000) == 1  # never zero
+    x = np.random.default_rng(2).normal(size=(50, 30, 3)).astype(np.float32)
+    assert budget.cells_per_batch(30) < 50  # several batches
+    got, (h, _) = budget.advance(x, None)
+    want, (h_want, _) = Engine(engine.bundle, engine.device, batch_cells=50).advance(x, None)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(h, h_want, atol=1e-6)
+
+
+def test_bf16_autocast_is_close_to_float32(engine: Engine) -> None:
+    x = np.random.default_rng(3).normal(size=(16, 10, 3)).astype(np.float32)
+    ref, _ = engine.advance(x, None)
+    bf16 = Engine(engine.bundle, engine.device, batch_cells=7, autocast="bfloat16")
+    got, (h, c) = bf16.advance(x, None)
+    assert got.dtype == h.dtype == c.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=0.05)
+    assert not np.array_equal(got, ref)  # it did run in bf16
+    with pytest.raises(ValueError, match="autocast"):
+        Engine(engine.bundle, engine.device, autocast="fp8")
