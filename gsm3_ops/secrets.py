@@ -7,13 +7,19 @@ import re
 
 # Environment variables whose values are secrets wherever they appear.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL)", re.IGNORECASE)
+# Not secret by name, but an account identifier that should not reach shared logs either.
+_ACCOUNT_NAMES = ("EARTHDATA_USERNAME", "EARTHDATA_USER", "CDSAPI_URL_USER")
 _MIN_LEN = 4  # shorter values would blank out ordinary words
 MASK = "***"
 
 
 def secret_values() -> list[str]:
     """Values of environment variables whose names mark them as secrets, longest first."""
-    values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_LEN}
+    values = {
+        v
+        for k, v in os.environ.items()
+        if (_SECRET_NAME.search(k) or k in _ACCOUNT_NAMES) and len(v) >= _MIN_LEN
+    }
     return sorted(values, key=len, reverse=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyproj  # noqa: F401  (before eccodes; see gsm3_ops/__init__.py)
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

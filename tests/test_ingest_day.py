@@ -168,3 +168,12 @@ def test_credentials_never_reach_errors_logs_or_manifests(
     for text in [*texts, manifests]:
         assert secret not in text and "hunter2-fake-pw" not in text
     assert "***" in out.error
+
+
+def test_an_empty_smap_day_is_written_as_missing_with_a_note(cube: Cube, tmp_path: Path) -> None:
+    out = ingest_source(cube, FileSource("smap", "smap", writer(np.nan)), DAY, M09, DOMAIN,
+                        workdir=tmp_path)  # fmt: skip
+    assert out.status == "complete" and "empty:smap" in out.notes
+    part = cube.manifest(DAY)["entries"]["smap/smap"]["parts"][-1]
+    assert part["notes"] == ["empty:smap"]
+    assert np.isnan(cube.read("smap", ["smap"], DAY, DAY)["smap"].values).all()

@@ -61,14 +61,39 @@ class Deployment:
             )
         return SyntheticSource(seed=cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
 
-    def gridded_sources(self, names: tuple[str, ...] | None = None) -> list[GriddedSource]:
-        """The configured real gridded sources (or those ``names``), built from their options."""
+    def gridded_sources(
+        self, names: tuple[str, ...] | None = None, cube: Cube | None = None
+    ) -> list[GriddedSource]:
+        """The configured real gridded sources (or those ``names``), built from their options.
+
+        With ``cube``, MODIS fills a missing day from the cube's own history unless a
+        climatology file is configured.
+        """
         cfg = self.settings.sources
         names = cfg.gridded if names is None else names
         try:
-            return [gridded_source(n, cfg.options.get(n)) for n in names]
+            return [gridded_source(n, self._options(n), **self._extra(n, cube)) for n in names]
         except SourceError as exc:
             raise RunError(str(exc)) from None
+
+    def _options(self, name: str) -> dict:
+        """A source's config options; ERA5 requests default to the domain's box."""
+        opts = dict(self.settings.sources.options.get(name) or {})
+        if name in ("era5", "era5_land") and "area" not in opts and self.settings.region:
+            from gsm3_ops.sources.era5 import window_area
+
+            opts["area"] = window_area(self.grid, self.domain)
+        return opts
+
+    def _extra(self, name: str, cube: Cube | None) -> dict:
+        if name != "modis" or cube is None:
+            return {}
+        from gsm3_ops.sources.modis import HistoryClimatology
+
+        def read(var: str, start: dt.date, end: dt.date, window: Window) -> np.ndarray:
+            return cube.read("forcing", [var], start, end, window)[var].values
+
+        return {"climatology": HistoryClimatology(read)}
 
     @property
     def raw_dir(self) -> Path:

@@ -105,8 +105,8 @@ def ingest_source(
             granule = source.fetch(day, raw)
         version = granule.version
         gridded = source.to_grid(source.read(granule), grid, window)
-        check_gridded(gridded, source.name)
-        cube.write(group, gridded, source=source.name, version=version, notes=granule.notes)
+        notes = (*granule.notes, *check_gridded(gridded, source.name))
+        cube.write(group, gridded, source=source.name, version=version, notes=notes)
     except (SourceError, CubeError, OSError) as exc:
         message = redact(f"{type(exc).__name__}: {exc}")
         log.error("%s %s: %s", source.name, day.isoformat(), message)
@@ -115,7 +115,7 @@ def ingest_source(
     if from_dir is None and not keep_raw:
         shutil.rmtree(raw, ignore_errors=True)
     log.info("%s %s: %s written (%s)", source.name, day.isoformat(), group, version)
-    return Outcome(source.name, day, "complete", version, tuple(granule.notes))
+    return Outcome(source.name, day, "complete", version, notes)
 
 
 def ingest_day(

@@ -26,11 +26,12 @@ class UnknownSourceError(SourceError):
 
 
 def gridded_source(
-    name: str, options: Mapping[str, Any] | None = None, client: Any = None
+    name: str, options: Mapping[str, Any] | None = None, client: Any = None, **extra: Any
 ) -> GriddedSource:
     """Build the gridded source ``name`` from its config ``options`` (validated by the source).
 
-    ``client`` replaces the source's download client (tests, air-gapped mirrors).
+    ``client`` replaces the source's download client (tests, air-gapped mirrors); ``extra``
+    goes to the constructor (e.g. MODIS's ``climatology``).
     """
     if name not in GRIDDED:
         known = ", ".join(sorted(GRIDDED))
@@ -43,4 +44,4 @@ def gridded_source(
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise SourceError(f"sources.options.{name}.{where}: {err['msg']}") from None
-    return cls(opts, client=client)
+    return cls(opts, client=client, **extra)

@@ -5,7 +5,9 @@ or an empty field in any reader is caught before it can reach the model:
 
 - a variable the registry does not know, or with dims other than (time, y, x), is an error;
 - a field with no finite value at all is an error (a source that fills gaps, such as MODIS
-  from climatology, does so before this check and says so in the granule's notes);
+  from climatology, does so before this check and says so in the granule's notes), except
+  for the SMAP target: a day without an overpass over the window is normal and is written as
+  missing, with an ``empty:smap`` note in the day's manifest;
 - finite values outside the registry's valid range are an error naming the variable, the
   day, how many values and the range found: such values mean a unit or scale-factor mistake,
   and clipping them would hide it.
@@ -27,14 +29,26 @@ class InvalidDataError(SourceError):
     """A gridded day failed the registry checks (variable, day and reason are named)."""
 
 
-def check_gridded(ds: xr.Dataset, source: str) -> None:
-    """Raise :class:`InvalidDataError` unless every variable of ``ds`` passes the checks."""
+# Targets whose empty days are normal (no overpass), not a failure.
+MAY_BE_EMPTY = frozenset({"smap"})
+
+
+def check_gridded(ds: xr.Dataset, source: str) -> list[str]:
+    """Raise :class:`InvalidDataError` unless every variable of ``ds`` passes the checks.
+
+    Returns notes for the day manifest (``empty:<variable>`` for an allowed empty field).
+    """
     if not ds.data_vars:
         raise InvalidDataError(f"source {source!r} returned no variables")
+    notes = []
     for name, da in ds.data_vars.items():
         for day, values in _days(da):
             where = f"source {source!r}, {name} on {day.isoformat()}"
+            if name in MAY_BE_EMPTY and not np.isfinite(values).any():
+                notes.append(f"empty:{name}")
+                continue
             _check_values(str(name), values, where)
+    return sorted(set(notes))
 
 
 def _days(da: xr.DataArray) -> list[tuple[dt.date, np.ndarray]]:
