@@ -166,9 +166,10 @@ def ingest(
     setup_logging(quiet, log_json)
     try:
         dep = Deployment(settings)
-        sources = dep.gridded_sources(tuple(source))
+        cube = dep.open_cube()
+        sources = dep.gridded_sources(tuple(source), cube)
         reports = ingest_range(
-            dep.open_cube(), sources, first, last, dep.grid, dep.domain,
+            cube, sources, first, last, dep.grid, dep.domain,
             workdir=dep.raw_dir, from_dir=from_dir, force=force,
             keep_raw=settings.sources.keep_raw,
         )  # fmt: skip
