@@ -1,0 +1,71 @@
+"""`gsm3-ops ingest --from DIR`: real-format files on disk into the cube, failures listed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+from typer.testing import CliRunner
+
+from gsm3_ops.cli import app
+from gsm3_ops.cube import Cube
+from tests.test_era5 import DAY, write_land_daily, write_land_radiation
+
+runner = CliRunner()
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = {
+        "profile": "global",
+        "data_root": str(tmp_path / "data"),
+        "publish_root": str(tmp_path / "publish"),
+        "region": {"lon_min": -0.3, "lat_min": 51.45, "lon_max": 0.4, "lat_max": 51.95},
+        "cube": {"start": "2024-01-01", "end": "2024-12-31"},
+        "inference": {"tile_size": 8},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_ingest_from_a_folder_then_a_broken_day(tmp_path: Path) -> None:
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    bad_day = DAY + dt.timedelta(days=1)
+    write_land_daily(folder / f"era5_land_daily_{DAY:%Y%m%d}.nc", DAY)
+    write_land_radiation(folder / f"era5_land_rad_{DAY:%Y%m%d}.grib", DAY)
+    (folder / f"era5_land_daily_{bad_day:%Y%m%d}.nc").write_bytes(b"\x89HDF\r\n\x1a\n broken")
+    write_land_radiation(folder / f"era5_land_rad_{bad_day:%Y%m%d}.grib", bad_day)
+    config = _config(tmp_path)
+
+    args = ["ingest", "--source", "era5_land", "--date", DAY.isoformat(), "--from", str(folder)]
+    result = runner.invoke(app, [*args, "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"{DAY} era5_land  complete  ERA5-Land-ERA5T" in result.output
+
+    args[4] = bad_day.isoformat()
+    result = runner.invoke(app, [*args, "--config", str(config), "--quiet"])
+    assert result.exit_code == 1
+    assert f"{bad_day} era5_land  failed" in result.output and "broken" not in result.output
+    assert f"era5_land_daily_{bad_day:%Y%m%d}.nc" in result.output
+
+    cube = Cube.open(tmp_path / "data" / "cube.zarr")
+    t2m = cube.read("forcing", ["t2m"], DAY, bad_day)["t2m"].values
+    assert np.isfinite(t2m[0]).any() and np.isnan(t2m[1]).all()
+    doc = json.loads(
+        (tmp_path / "data" / "manifests" / "cube" / "2024" / f"{bad_day}.json").read_text()
+    )
+    assert "forcing/era5_land" in doc["failures"] and not doc["entries"]
+    assert sorted(folder.iterdir())  # files given with --from are left in place
+
+
+def test_unknown_source_and_missing_folder_are_usage_errors(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    base = ["ingest", "--date", "2024-03-10", "--config", str(config)]
+    result = runner.invoke(app, [*base, "--source", "nope"])
+    assert result.exit_code == 2 and "unknown source 'nope'" in result.output
+    result = runner.invoke(app, [*base, "--source", "era5", "--from", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "no such folder" in result.output
