@@ -6,7 +6,7 @@
 - ``none``: one after the other in this process (the default);
 - ``local``: a dask ``LocalCluster`` started for the run (``n_workers``, ``threads_per_worker``,
   ``processes``);
-- ``address``: an existing dask scheduler at ``address``;
+- ``address``: an existing dask scheduler at ``address`` (``options`` go to ``Client``);
 - ``jobqueue``: a dask-jobqueue cluster (``jobqueue_system``: slurm, pbs, ...) scaled to
   ``n_workers`` jobs;
 - ``kubernetes``: a dask-kubernetes ``KubeCluster`` scaled to ``n_workers`` pods;
@@ -118,7 +118,7 @@ def tile_runner(cfg: ClusterConfig) -> Iterator[Runner]:
     distributed = _import("address" if cfg.kind == "address" else "local")
     if cfg.kind == "address":
         try:
-            client = distributed.Client(cfg.address, timeout="30s")
+            client = distributed.Client(cfg.address, **{"timeout": "30s", **cfg.options})
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the dask scheduler at {cfg.address}: {exc}") from None
         with client:
