@@ -8,7 +8,8 @@ metadata of the sensor used at each site, and the files left out with the reason
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,13 +73,14 @@ def daily_mean(values: pd.Series, min_hours: int) -> pd.Series:
         raise ValueError(f"min_hours must be within 1..24, got {min_hours}")
     valid = values.dropna()
     if valid.empty:
-        return pd.Series([], index=pd.DatetimeIndex([], name="time"), dtype="float64")
+        empty = pd.DatetimeIndex([], name="time").as_unit("ns")
+        return pd.Series([], index=empty, dtype="float64")
     index = pd.DatetimeIndex(valid.index)
     hourly = valid.groupby(index.floor("h")).mean()
     days = pd.DatetimeIndex(hourly.index).floor("D")
     stats = hourly.groupby(days).agg(["mean", "count"])
     daily = stats["mean"].where(stats["count"] >= min_hours)
-    daily.index = pd.DatetimeIndex(daily.index, name="time")
+    daily.index = pd.DatetimeIndex(daily.index, name="time").as_unit("ns")
     return daily.astype("float64")
 
 
@@ -208,3 +210,34 @@ def _check_range(values: np.ndarray, ids: list[str], source: str) -> None:
             f"{source}: {int(bad.sum())} daily values outside the valid range of 'insitu' "
             f"at sites {names} (found {lo:g}..{hi:g} m3 m-3)"
         )
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """A file to read: its path (a zip member as ``archive.zip/member``) and its bytes."""
+
+    path: Path
+    load: Callable[[], bytes]
+
+
+def raw_files(root: Path) -> list[RawFile]:
+    """Every file under a directory, or in a zip archive (read member by member, no extract).
+
+    Raises ValueError when ``root`` is neither; ``zipfile.BadZipFile`` for a broken archive.
+    """
+    root = Path(root)
+    if root.is_dir():
+        return [RawFile(p, p.read_bytes) for p in sorted(root.rglob("*")) if p.is_file()]
+    if not (root.is_file() and zipfile.is_zipfile(root)):
+        raise ValueError(f"{root} is neither a directory nor a zip archive")
+    with zipfile.ZipFile(root) as archive:
+        members = sorted(m for m in archive.namelist() if not m.endswith("/"))
+
+    def member_loader(member: str) -> Callable[[], bytes]:
+        def load() -> bytes:
+            with zipfile.ZipFile(root) as archive:
+                return archive.read(member)
+
+        return load
+
+    return [RawFile(root / m, member_loader(m)) for m in members]
