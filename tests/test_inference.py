@@ -70,3 +70,17 @@ def test_bf16_autocast_is_close_to_float32(engine: Engine) -> None:
     assert not np.array_equal(got, ref)  # it did run in bf16
     with pytest.raises(ValueError, match="autocast"):
         Engine(engine.bundle, engine.device, autocast="fp8")
+
+
+def test_one_day_step_equals_the_networks_lstm(engine: Engine) -> None:
+    """On CPU a single day runs through an LSTM cell sharing the weights: same numbers."""
+    x = np.random.default_rng(4).normal(size=(9, 1, 3)).astype(np.float32)
+    state = tuple(np.random.default_rng(5).normal(size=(3, 9, 8)).astype(np.float32) for _ in "hc")
+    out, (h, c) = engine.advance(x, state)
+    with torch.no_grad():
+        for m, net in enumerate(engine.bundle.members):
+            s = tuple(torch.from_numpy(a[m])[None] for a in state)
+            y, (h_ref, c_ref) = net(torch.from_numpy(x.transpose(1, 0, 2).copy()), s)
+            np.testing.assert_allclose(out[m], y[0].numpy(), atol=1e-6)
+            np.testing.assert_allclose(h[m], h_ref[0].numpy(), atol=1e-6)
+            np.testing.assert_allclose(c[m], c_ref[0].numpy(), atol=1e-6)

@@ -19,6 +19,7 @@ import torch
 from gsm3_ops import variables
 from gsm3_ops.features import denormalise
 from gsm3_ops.model.bundle import Bundle
+from gsm3_ops.model.network import GSM3Net
 
 States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
 
@@ -26,6 +27,24 @@ States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
 # network's input (n_in each), the input layer's output (H), the LSTM's gate pre-activations
 # (4H) and output (H), and the heads (n_out); per cell once: h and c in and out, and copies.
 _STATE_FLOATS = 8
+
+
+def _cell_of(lstm: torch.nn.LSTM) -> torch.nn.LSTMCell:
+    """An ``LSTMCell`` sharing the weights of a one-layer ``lstm``."""
+    cell = torch.nn.LSTMCell(lstm.input_size, lstm.hidden_size)
+    cell.weight_ih, cell.weight_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
+    cell.bias_ih, cell.bias_hh = lstm.bias_ih_l0, lstm.bias_hh_l0
+    return cell.eval()
+
+
+def _cell_step(
+    net: GSM3Net, cell: torch.nn.LSTMCell, x: torch.Tensor, state: tuple | None
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """``net`` on one day ``x`` (1, cells, n_in) through ``cell``: the same outputs and state
+    layout as ``net(x, state)``."""
+    hx = None if state is None else (state[0][0], state[1][0])
+    h, c = cell(torch.relu(net.linear_in(x[0])), hx)
+    return net.linear_out(h)[None], (h[None], c[None])
 
 
 def pick_device(name: str) -> torch.device:
@@ -67,6 +86,12 @@ class Engine:
             raise ValueError(f"autocast must be 'none' or 'bfloat16', not {self.autocast!r}")
         for net in self.bundle.members:
             net.to(self.device).eval()
+        # On CPU one step runs faster (~1.3x, measured) through ATen's LSTM cell than through
+        # oneDNN's sequence kernel; the cells share the members' LSTM weights, so the maths is
+        # the same. GPUs keep nn.LSTM (cuDNN) for every length.
+        self._cells = None
+        if self.device.type == "cpu":
+            self._cells = [_cell_of(net.lstm.lstm) for net in self.bundle.members]
 
     def cells_per_batch(self, n_days: int) -> int:
         """Cells per batch for sequences of ``n_days`` days."""
@@ -99,7 +124,10 @@ class Engine:
                 if state is not None:
                     s = tuple(torch.from_numpy(a[m, cells])[None].to(self.device) for a in state)
                 with self._autocast():
-                    y, (h, c) = net(xb, s)
+                    if self._cells is not None and n_days == 1:
+                        y, (h, c) = _cell_step(net, self._cells[m], xb, s)
+                    else:
+                        y, (h, c) = net(xb, s)
                 yield m, cells, y, h, c
 
     @torch.inference_mode()
