@@ -311,13 +311,17 @@ def test_a_malformed_file_beside_good_copies_is_skipped_and_named(
     lines = bad_src.read_bytes().split(b"\r")
     lines[100] = b"2007/05/01 04:00   0.2110 U M extra"
     bad.write_bytes(b"\r".join(lines))
+    broken_csv = tmp_path / "SCAN" / "Abrams" / "SCAN_SCAN_Abrams_static_variables.csv"
+    broken_csv.write_bytes(b"not;a;static\nfile")
     with caplog.at_level(logging.WARNING, logger="gsm3_ops.sources.ismn"):
         result = read_dir(tmp_path, Options(good_flags=("G", "U")))
     assert sorted(result.data["site"].values) == [
         "ISMN:MAQU:CST-01", "ISMN:SCAN:Abrams", "ISMN:SCAN:AdamsRanch#1"
     ]  # fmt: skip
-    assert result.skipped[0][0] == bad
-    assert "line 101: 6 fields" in result.skipped[0][1]
+    reasons = dict(result.skipped)
+    assert set(reasons) == {bad, broken_csv}
+    assert "line 101: 6 fields" in reasons[bad]
+    assert "quantity_name" in reasons[broken_csv]  # the site stays, without statics
     assert str(bad) in caplog.text
 
 

@@ -250,22 +250,25 @@ def _checked_records(
 
 
 def read_static_variables(source: str | Path | io.BytesIO, path: Path | None = None) -> dict:
-    """A station's ``*_static_variables.csv`` -> soil properties of its top layer, land cover
-    (ESA CCI 2010) and Koeppen-Geiger climate; NaN or ``""`` where the file has none."""
-    label = path or source
+    """A station's ``*_static_variables.csv`` -> soil properties of its top layer (0 m down,
+    HWSD), land cover (ESA CCI 2010) and Koeppen-Geiger climate; NaN or ``""`` where absent."""
     try:
         table = pd.read_csv(source, sep=";", dtype=str, index_col=False)
-        table = table.set_index("quantity_name")
+        quantity, top = table["quantity_name"], pd.to_numeric(table["depth_from[m]"], "coerce")
+        value = pd.to_numeric(table["value"], errors="coerce")
+        origin = table["quantity_source_name"]
     except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
-        raise CorruptFileError(f"ISMN static variables {label}: {exc}") from None
+        raise CorruptFileError(f"ISMN static variables {path or source}: {exc!r}") from None
     out: dict[str, Any] = {}
-    for quantity, column in STATIC_QUANTITIES.items():
-        rows = table[table.index == quantity]
-        top = rows[pd.to_numeric(rows["depth_from[m]"], errors="coerce") == 0.0]
-        out[column] = float(top["value"].iloc[0]) if len(top) else np.nan
-    by_source = table.set_index("quantity_source_name", append=True)["value"]
-    out["landcover_2010"] = by_source.get(("land cover classification", "CCI_landcover_2010"), "")
-    out["climate_kg"] = by_source.get(("climate classification", "koeppen_geiger_2007"), "")
+    for name, column in STATIC_QUANTITIES.items():
+        hit = value[(quantity == name) & (top == 0.0)]
+        out[column] = float(hit.iloc[0]) if len(hit) else np.nan
+    for column, name, source_name in (
+        ("landcover_2010", "land cover classification", "CCI_landcover_2010"),
+        ("climate_kg", "climate classification", "koeppen_geiger_2007"),
+    ):
+        hit = table["value"][(quantity == name) & (origin == source_name)]
+        out[column] = str(hit.iloc[0]) if len(hit) else ""
     return out
 
 
@@ -343,9 +346,14 @@ def read_paths(
             stations[key].items(),
             key=lambda kv: (depth_rank(kv[0][1], kv[0][2], preferred=opts.preferred_depth), kv[0]),
         )
+        n_skipped = len(skipped)
         picked = _first_with_data(candidates, opts, start, end, skipped)
         if picked is None:
-            first = candidates[0][1][0].path
+            unread = {p for p, _ in skipped[n_skipped:]}
+            readable = [e.path for _, es in candidates for e in es if e.path not in unread]
+            if not readable:  # every file is already listed with its own reason
+                continue
+            first = readable[0]
             flags = ",".join(opts.good_flags)
             why = f"no day with {opts.min_hours} valid hours (flags {flags}) at any sensor"
             skipped.append((first, f"station {key[0]}:{key[1]}: {why}"))
