@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from ismn.base import IsmnRoot
 from ismn.filehandlers import DataFile, StaticMetaFile
+from pydantic import ValidationError
 
-from gsm3_ops.sources.base import CorruptFileError, SourceError
+from gsm3_ops.sources.base import CorruptFileError, Source, SourceError
 from gsm3_ops.sources.ismn import (
     IsmnSource,
     Options,
@@ -357,3 +358,8 @@ def test_source_local_and_read(ismn_dir: Path) -> None:
     with pytest.raises(SourceError, match=r"no \.stm file"):
         source.local(dt.date(2013, 1, 1), ismn_dir / "docs")
     assert source.latest_date(dt.date(2024, 1, 2)) == dt.date(2024, 1, 1)
+    assert isinstance(source, Source) and source.version(dt.date(2020, 1, 1)) == "ISMN"
+    with pytest.raises(ValidationError, match="shallowest < deepest"):
+        Options(shallowest=0.1, deepest=0.05)
+    with pytest.raises(ValidationError):
+        Options(good_flag=("G",))

@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from gsm3_ops.config import BoxConfig
-from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, SourceError
+from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Source, SourceError
 from gsm3_ops.sources.insitu import InsituRead
 from gsm3_ops.sources.uscrn import (
     COLUMNS,
@@ -392,6 +392,7 @@ def test_local_files_and_options_from_config(folder: Path) -> None:
         source.local(dt.date(2030, 1, 1), folder)
     with pytest.raises(ValidationError):
         Options(stationz=("x",))
+    assert isinstance(source, Source) and source.provides == ("insitu",)
 
 
 def test_default_client_over_loopback_http(folder: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gsm3_ops.config import BoxConfig
 from gsm3_ops.sources.base import CorruptFileError, Granule, SourceError
@@ -76,8 +76,14 @@ class Options(BaseModel):
     exclude_sensors: tuple[str, ...] = ("cosmic",)
     good_flags: tuple[str, ...] = Field(("G",), min_length=1)
     min_hours: int = Field(12, ge=1, le=24)
-    first_date: dt.date = dt.date(1952, 1, 1)
+    first_date: dt.date = dt.date(1950, 1, 1)  # the earliest start in ISMN file names
     latency_days: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _depths(self) -> Options:
+        if not self.shallowest < self.deepest:
+            raise ValueError("ismn options need shallowest < deepest")
+        return self
 
 
 @dataclass(frozen=True)
@@ -431,7 +437,7 @@ class IsmnSource:
     Options = Options
 
     def __init__(self, options: Options | None = None, client: Any = None) -> None:
-        self.options = options or Options()
+        self.options = options or Options()  # ``client`` is accepted and unused: no API
 
     def first_date(self) -> dt.date:
         """The earliest date the source serves."""
