@@ -1,0 +1,121 @@
+"""run_day's publishing: quality-flag bits from the cube, every output of a day, and a failed
+day (disk full) reported with the previous product and manifest left intact.
+
+The model is not trained here (tests/test_pipeline.py runs the whole chain): the bundle and
+the ensemble prediction are replaced by fixed fields, everything after them is real: the
+synthetic source fills the cube, and the cube's forcing, statics and manifest feed the flag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from gsm3_ops.config import load_settings
+from gsm3_ops.grid import Window
+from gsm3_ops.ops import pipeline
+from gsm3_ops.ops.deployment import Deployment, RunError
+from gsm3_ops.ops.ingest import ensure_days
+from gsm3_ops.ops.manifest import failure_path, manifest_path
+from gsm3_ops.publish import day as day_module
+from gsm3_ops.publish.cog import validate_cog
+from gsm3_ops.publish.layers import FLAG_FILL, FLAG_FROZEN, FLAG_GAP_FILLED, FLAG_PROVISIONAL
+from tests.test_pipeline import DAY, _config
+
+
+def _prediction(dep: Deployment) -> dict[str, np.ndarray]:
+    land = dep.land
+    sm = np.where(land, np.linspace(0.1, 0.4, land.size).reshape(land.shape), np.nan)
+    gaps = np.zeros(land.shape, bool)
+    gaps[0] = land[0]  # the top row had a forcing gap
+    return {"soil_moisture": sm.astype(np.float32),
+            "soil_moisture_sd": (sm / 20).astype(np.float32), "gap_filled": gaps}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    dep = Deployment(load_settings(_config(tmp)))
+    cube = dep.open_cube()
+    ensure_days(dep, cube, DAY, DAY)
+    # A provisional ERA5T stream filled a 3 x 4 block of the day, frozen soil in another.
+    d = dep.domain
+    part = Window(d.row0 + 2, d.col0 + 1, 3, 4)
+    ys = dep.grid.y_centres(part)
+    xs = dep.grid.x_centres(part)
+    stl1 = np.full((1, *part.shape), 265.0, np.float32)
+    ds = xr.Dataset({"stl1": (("time", "y", "x"), stl1)},
+                    coords={"time": pd.to_datetime([DAY]), "y": ys, "x": xs})  # fmt: skip
+    cube.write("forcing", ds, source="era5_land", version="ERA5T")
+    return dep
+
+
+@pytest.fixture
+def no_model(monkeypatch, deployment):
+    monkeypatch.setattr(pipeline, "ensure_bundle", lambda *a: SimpleNamespace(bundle_id="b-1"))
+    monkeypatch.setattr(pipeline, "_predict", lambda dep, *a: _prediction(dep))
+
+
+def test_run_day_publishes_the_day_with_its_flag_bits(deployment, no_model) -> None:
+    dep = deployment
+    result = pipeline.run_day(dep, DAY, progress=False)
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["status"] == "complete" and manifest["bundle_id"] == "b-1"
+    assert manifest["product_version"] == dep.settings.product.version
+    for path in manifest["outputs"]["cog"].values():
+        assert validate_cog(path)[0]
+    assert result.cog == dep.settings.publish_root / "cog/2020/gsm3_sm_20200301.tif"
+    assert (result.manifest.with_suffix(".config.yaml")).read_text() == dep.settings.to_yaml()
+    ds = xr.open_zarr(result.product, consolidated=False, mask_and_scale=False)
+    flag = ds.quality_flag.sel(time=str(DAY)).values
+    land = dep.land
+    assert (flag[~land] == FLAG_FILL).all() and (flag[land] < FLAG_FILL).all()
+    gap = (flag & FLAG_GAP_FILLED) > 0
+    np.testing.assert_array_equal(gap[land], _prediction(dep)["gap_filled"][land])
+    block = np.zeros(land.shape, bool)
+    block[2:5, 1:5] = True
+    np.testing.assert_array_equal(((flag & FLAG_PROVISIONAL) > 0)[land], block[land])
+    np.testing.assert_array_equal(((flag & FLAG_FROZEN) > 0)[land], block[land])
+    assert not failure_path(dep.settings.publish_root, DAY).exists()
+    item = json.loads(Path(manifest["outputs"]["stac_item"]).read_text())
+    assert item["properties"]["gsm3:provisional_share"] == pytest.approx(
+        block[land].sum() / land.sum(), abs=1e-4
+    )
+
+
+def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no_model,
+                                                                  monkeypatch) -> None:  # fmt: skip
+    dep = deployment
+    root = dep.settings.publish_root
+    pipeline.run_day(dep, DAY, progress=False)
+    manifest_before = manifest_path(root, DAY).read_bytes()
+    product_before = xr.open_zarr(root / "gsm3.zarr", consolidated=False).load()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(day_module, "write_cog", full)
+    for day in (DAY, DAY + dt.timedelta(days=1)):  # a rewrite and a new day
+        with pytest.raises(pipeline.DayFailedError, match="No space left on device") as info:
+            pipeline.run_day(dep, day, progress=False)
+        assert isinstance(info.value, RunError)  # the CLI reports it in one line
+        record = json.loads(failure_path(root, day).read_text())
+        assert record["status"] == "failed" and "No space left" in record["error"]
+    assert manifest_path(root, DAY).read_bytes() == manifest_before
+    assert not manifest_path(root, DAY + dt.timedelta(days=1)).exists()
+    xr.testing.assert_identical(
+        xr.open_zarr(root / "gsm3.zarr", consolidated=False).load(), product_before
+    )
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline, "ensure_bundle", lambda *a: SimpleNamespace(bundle_id="b-1"))
+    monkeypatch.setattr(pipeline, "_predict", lambda dep, *a: _prediction(dep))
+    pipeline.run_day(dep, DAY, progress=False)  # the next run publishes it: record removed
+    assert not failure_path(root, DAY).exists()
