@@ -119,12 +119,13 @@ def site_map(scores: Scores, metric: str, land: LandMap | None, path: Path) -> P
         1, n, figsize=(5.4 * n + 1.2, height), squeeze=False, layout="constrained", sharey=True
     )
     pooled = np.concatenate([scores.valid(m)[metric].to_numpy(float) for m in scores.models])
-    if metric == "r":
-        vmin, vmax, cmap = (min(0.0, pooled.min()) if pooled.size else 0.0), 1.0, "viridis"
+    if metric == "r":  # from a round value just below the lowest few R, for contrast
+        low = np.floor(np.percentile(pooled, 2) * 10) / 10 if pooled.size else 0.0
+        vmin, vmax, cmap = float(np.clip(low, -1.0, 0.9)), 1.0, "viridis"
     else:
         vmin, vmax = 0.0, float(np.percentile(pooled, 95)) if pooled.size else 0.1
         cmap = "magma_r"
-    marker = 36 if len(scores.sites) < 200 else max(4, int(3000 / len(scores.sites)))
+    marker, edge, shape = _marker(lon_all, lat_all, x1 - x0, 5.4 * 72)
     background = ListedColormap([_SEA, _LAND])
     sc = None
     for k, (ax, model) in enumerate(zip(axes[0], scores.models, strict=True)):
@@ -145,6 +146,7 @@ def site_map(scores: Scores, metric: str, land: LandMap | None, path: Path) -> P
             v["lon"][~ok],
             v["lat"][~ok],
             s=marker,
+            marker=shape,
             facecolors="none",
             edgecolors="grey",
             linewidths=0.6,
@@ -154,11 +156,12 @@ def site_map(scores: Scores, metric: str, land: LandMap | None, path: Path) -> P
             v["lat"][ok],
             c=v[metric][ok],
             s=marker,
+            marker=shape,
             cmap=cmap,
             vmin=vmin,
             vmax=vmax,
             edgecolors="black",
-            linewidths=0.3,
+            linewidths=edge,
         )
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -177,6 +180,22 @@ def site_map(scores: Scores, metric: str, land: LandMap | None, path: Path) -> P
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
     fig.suptitle(f"{LABELS[metric][0]} per site against {_against(scores)}")
     return _save(fig, path, tight=False)
+
+
+def _marker(lon: np.ndarray, lat: np.ndarray, span_deg: float, panel_pt: float):
+    """Marker area (pt²), edge width and shape: dense sites (grid cells) become rectangles
+    one cell wide and tall without edges, so their colour fills the map; sparse stations are
+    ringed dots."""
+    if lon.size < 150:
+        return 36.0, 0.4, "o"
+    dx, dy = (np.diff(np.unique(np.round(v, 4))) for v in (lon, lat))
+    dx = float(np.median(dx)) if dx.size else span_deg
+    dy = float(np.median(dy)) if dy.size else dx
+    big = max(dx, dy)  # a marker's size is its larger side
+    shape = [(-dx / big, -dy / big), (dx / big, -dy / big), (dx / big, dy / big),
+             (-dx / big, dy / big)]  # fmt: skip
+    width = panel_pt * big / max(span_deg, 1e-9)  # equal aspect: one scale for both axes
+    return float(np.clip(width, 2.0, 16.0) ** 2), 0.0, shape
 
 
 def stratified_r(scores: Scores, model: str, path: Path) -> Path:
