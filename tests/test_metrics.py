@@ -116,3 +116,23 @@ def test_real_series_with_few_pairs_are_left_out(uscrn) -> None:
     got = paired_metrics(sm10, obs, min_pairs=30)
     assert got["n"][0] <= 20 and np.isnan(got["rmse"][0]) and np.isnan(got["r"][0])
     assert summary(got)["n_sites"] == int(np.isfinite(got["r"]).sum()) < len(names)
+
+
+def test_the_package_reader_feeds_the_same_numbers(uscrn, fixtures) -> None:
+    """gsm3_ops.sources.uscrn.read_daily01 gives the series parsed independently above."""
+    from gsm3_ops.sources.uscrn import read_daily01
+
+    names, sm5, sm10 = uscrn
+    series = []
+    for name in names:
+        years = [
+            read_daily01(fixtures / "uscrn_daily01" / str(y) / f"CRND0103-{y}-{name}.txt")
+            for y in (2017, 2018)
+        ]
+        df = years[0].combine_first(years[1])
+        assert len(df) == sm5.shape[0] and df.index.is_monotonic_increasing
+        series.append(df[["soil_moisture_5_daily", "soil_moisture_10_daily"]].to_numpy(float))
+    got5, got10 = (np.column_stack([s[:, k] for s in series]) for k in (0, 1))
+    a, b = paired_metrics(got10, got5), paired_metrics(sm10, sm5)
+    for key in ("bias", "rmse", "ubrmse", "r", "n"):
+        np.testing.assert_array_equal(a[key], b[key])
