@@ -19,6 +19,7 @@ from gsm3_ops.logs import setup_logging
 from gsm3_ops.model.bundle import BundleError
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.manifest import LockBusyError, run_lock
+from gsm3_ops.sources.base import SourceError
 
 app = typer.Typer(
     help="gsm3-ops: daily 9 km surface soil moisture from the GSM3 multitask LSTM.",
@@ -135,7 +136,11 @@ def train(
 def ingest(
     source: Annotated[
         list[str],
-        typer.Option("--source", help="Source name (repeatable): era5, era5_land, imerg, ..."),
+        typer.Option(
+            "--source",
+            help="Source (repeatable): era5, era5_land, imerg, mswep, modis, smap, ismn, "
+            "uscrn, static.",
+        ),
     ],
     date: Annotated[str, typer.Option("--date", help="First (or only) day, YYYY-MM-DD.")],
     end: Annotated[str | None, typer.Option("--end", help="Last day (default: --date).")] = None,
@@ -154,7 +159,9 @@ def ingest(
     Exit status 1 when any source failed on any day (each failure is listed and recorded in
     that day's cube manifest); the other days and sources are ingested regardless.
     """
+    from gsm3_ops.ops import ingest_other
     from gsm3_ops.ops.ingest_day import ingest_range
+    from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 
     settings = _settings(config, profile)
     first = _parse_date(date)
@@ -164,77 +171,42 @@ def ingest(
     if from_dir is not None and not from_dir.is_dir():
         raise _fail(f"--from {from_dir}: no such folder")
     setup_logging(quiet, log_json)
+    lines: list[tuple[str, str]] = []  # (status, line)
     try:
+        check_names(tuple(source))
         dep = Deployment(settings)
         cube = dep.open_cube()
-        sources = dep.gridded_sources(tuple(source), cube)
-        reports = ingest_range(
-            cube, sources, first, last, dep.grid, dep.domain,
-            workdir=dep.raw_dir, from_dir=from_dir, force=force,
-            keep_raw=settings.sources.keep_raw,
-        )  # fmt: skip
-    except USER_ERRORS as exc:
+        gridded = tuple(n for n in source if n in GRIDDED)
+        if gridded:
+            reports = ingest_range(
+                cube, dep.gridded_sources(gridded, cube), first, last, dep.grid, dep.domain,
+                workdir=dep.raw_dir, from_dir=from_dir, force=force,
+                keep_raw=settings.sources.keep_raw,
+            )  # fmt: skip
+            for o in (o for r in reports for o in r.outcomes):
+                detail = o.error if o.status == "failed" else (o.version or "")
+                lines.append((o.status, f"{o.day} {o.source:<10} {o.status:<9} {detail}"))
+        for src in dep.insitu_sources(tuple(n for n in source if n in INSITU)):
+            o = ingest_other.ingest_insitu(
+                cube, src, first, last, dep.grid, dep.domain, settings.regions,
+                workdir=dep.raw_dir, from_dir=from_dir,
+            )  # fmt: skip
+            span = f"{first}..{last}"
+            detail = o.error if o.status == "failed" else f"{o.n_sites} sites ({o.version})"
+            lines.append((o.status, f"{span} {o.source:<10} {o.status:<9} {detail}"))
+            lines += [("skipped", f"{span} {o.source:<10} skipped   {p}: {why}")
+                      for p, why in o.skipped]  # fmt: skip
+        if STATIC in source:
+            version = ingest_other.ingest_static(
+                cube, settings.sources.options.get(STATIC, {}), dep.grid, dep.domain
+            )
+            lines.append(("complete", f"{'static':<21} complete  {version}"))
+    except (*USER_ERRORS, SourceError) as exc:
         raise _fail(str(exc)) from None
-    failed = 0
-    for report in reports:
-        for o in report.outcomes:
-            detail = o.error if o.status == "failed" else (o.version or "")
-            typer.echo(f"{o.day.isoformat()} {o.source:<10} {o.status:<9} {detail}")
-            failed += o.status == "failed"
-    if failed:
+    for _, line in lines:
+        typer.echo(line)
+    if any(status == "failed" for status, _ in lines):
         raise typer.Exit(code=1)
-
-
-@app.command()
-def evaluate(
-    out: Annotated[Path, typer.Option("--out", help="Report directory to write.")],
-    experiment: Annotated[
-        str | None,
-        typer.Option("--experiment", help="random-kfold, continental or temporal (trains folds)."),
-    ] = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Score this model bundle instead.")
-    ] = None,
-    against: Annotated[str, typer.Option(help="Observation: insitu, smap or truth.")] = "insitu",
-    folds: Annotated[int, typer.Option(help="Folds of random-kfold.")] = 5,
-    min_pairs: Annotated[int, typer.Option(help="Fewest paired days to score a site.")] = 30,
-    start: Annotated[
-        str | None, typer.Option(help="--model: first day scored (default training.test_start).")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="--model: last day scored (default training.test_end).")
-    ] = None,
-    reference: Annotated[
-        list[str] | None,
-        typer.Option(help="NAME=cube:smap | NAME=zarr:PATH#VAR | NAME=cog:DIR (repeatable)."),
-    ] = None,
-    own_days: Annotated[
-        bool, typer.Option(help="Score each model on its own paired days, not common ones.")
-    ] = False,
-    held_out_only: Annotated[
-        bool, typer.Option(help="--model: only sites in cells its training held out.")
-    ] = False,
-    config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    quiet: QuietOpt = False,
-    log_json: LogJsonOpt = False,
-) -> None:
-    """Run one of the paper's experiments or score a bundle; write a report directory."""
-    from gsm3_ops.evaluation.experiments import EVALUATION_ERRORS, options_from_cli
-    from gsm3_ops.evaluation.experiments import evaluate as run_evaluation
-
-    settings = _settings(config, profile)
-    try:
-        opts = options_from_cli(against, folds, min_pairs, start, end, reference, own_days,
-                                held_out_only)  # fmt: skip
-        dep = Deployment(settings)
-        setup_logging(quiet, log_json)
-        with run_lock(settings.data_root):
-            report = run_evaluation(dep, out.resolve(), opts, experiment, model, not quiet)
-    except (*USER_ERRORS, *EVALUATION_ERRORS) as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"report:  {report.path / 'report.md'}")
-    typer.echo(f"skipped: {len(report.skipped)} (listed in {report.path / 'skipped.csv'})")
 
 
 if __name__ == "__main__":

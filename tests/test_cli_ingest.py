@@ -69,3 +69,60 @@ def test_unknown_source_and_missing_folder_are_usage_errors(tmp_path: Path) -> N
     assert result.exit_code == 2 and "unknown source 'nope'" in result.output
     result = runner.invoke(app, [*base, "--source", "era5", "--from", str(tmp_path / "none")])
     assert result.exit_code == 2 and "no such folder" in result.output
+
+
+def _region_config(tmp_path: Path, region: dict) -> Path:
+    cfg = {
+        "profile": "global",
+        "data_root": str(tmp_path / "data"),
+        "publish_root": str(tmp_path / "publish"),
+        "region": region,
+        "cube": {"start": "2015-01-01", "end": "2021-12-31"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_uscrn_station_files_inside_the_domain(tmp_path: Path, fixtures: Path) -> None:
+    # The south-east US: the Alabama and Georgia stations, not the rest of the 60.
+    region = {"lon_min": -89.0, "lat_min": 30.0, "lon_max": -81.0, "lat_max": 35.5}
+    config = _region_config(tmp_path, region)
+    folder = fixtures / "uscrn_daily01" / "2020"
+    args = ["ingest", "--source", "uscrn", "--date", "2020-06-01", "--end", "2020-06-30"]
+    result = runner.invoke(app, [*args, "--from", str(folder), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    cube = Cube.open(tmp_path / "data" / "cube.zarr")
+    da = cube.read_insitu(dt.date(2020, 6, 1), dt.date(2020, 6, 30))
+    lon, lat = da["lon"].values, da["lat"].values
+    assert da.sizes["site"] >= 2 and f"{da.sizes['site']} sites" in result.output
+    assert ((lon > -89) & (lon < -81) & (lat > 30) & (lat < 35.5)).all()
+    assert np.nanmax(da.values) < 0.7 and np.isfinite(da.values).mean() > 0.5
+    fairhope = da.sel(site="USCRN:63869")  # AL_Fairhope_3_NE, 5 cm column of its daily01 file
+    assert region["lat_min"] < float(fairhope["lat"]) < region["lat_max"]
+
+
+def test_ismn_folder_with_a_malformed_file(tmp_path: Path, fixtures: Path) -> None:
+    import shutil
+
+    src = fixtures / "ismn_testdata"
+    folder = tmp_path / "ismn"
+    good = folder / "FR_Aqui" / "fraye"
+    good.mkdir(parents=True)
+    for stm in (src / "Data_seperate_files_20170810_20180809" / "FR_Aqui" / "fraye").glob("*"):
+        shutil.copy(stm, good / stm.name)
+    bad = folder / "FR_Aqui" / "broken"
+    bad.mkdir()
+    name = "FR-Aqui_FR-Aqui_broken_sm_0.050000_0.050000_ThetaProbe-ML2X_20170101_20170131.stm"
+    (bad / name).write_text("FR_Aqui FR_Aqui broken 44.0 -0.7 52 0.05 0.05\n2017/01/01 garbage\n")
+    region = {"lon_min": -2.0, "lat_min": 43.5, "lon_max": 1.0, "lat_max": 45.5}
+    config = _region_config(tmp_path, region)
+    args = ["ingest", "--source", "ismn", "--date", "2017-08-10", "--end", "2018-08-09"]
+    result = runner.invoke(app, [*args, "--from", str(folder), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ismn       complete  1 sites" in result.output
+    assert "skipped" in result.output and name in result.output
+    cube = Cube.open(tmp_path / "data" / "cube.zarr")
+    da = cube.read_insitu(dt.date(2017, 8, 10), dt.date(2018, 8, 9))
+    assert list(da["site"].values) == ["ISMN:FR_Aqui:fraye"]
+    assert np.isfinite(da.values).sum() > 100

@@ -13,7 +13,7 @@ from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
 from gsm3_ops.grid import EaseGrid, Window, get_grid
 from gsm3_ops.sources.base import GriddedSource, SourceError
-from gsm3_ops.sources.catalog import gridded_source
+from gsm3_ops.sources.catalog import gridded_source, insitu_source
 from gsm3_ops.sources.synthetic import SyntheticSource
 
 
@@ -73,6 +73,14 @@ class Deployment:
         names = cfg.gridded if names is None else names
         try:
             return [gridded_source(n, self._options(n), **self._extra(n, cube)) for n in names]
+        except SourceError as exc:
+            raise RunError(str(exc)) from None
+
+    def insitu_sources(self, names: tuple[str, ...] | None = None) -> list:
+        """The configured in-situ sources (or those ``names``), built from their options."""
+        names = self.settings.sources.insitu if names is None else names
+        try:
+            return [insitu_source(n, self._options(n)) for n in names]
         except SourceError as exc:
             raise RunError(str(exc)) from None
 
