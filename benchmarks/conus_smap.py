@@ -49,7 +49,7 @@ TARGET = "SMAP_AM"
 # Precipitation gets the registry's transform for precipitation; nothing else is transformed.
 TRANSFORMS = {name: "none" for name in [*FORCINGS, *STATICS, TARGET]} | {"APCP_FORA": "log_sqrt"}
 TRAIN_YEAR, TEST_YEAR = 2015, 2016
-EPOCHS = 5  # per model; 6 models (temporal + 5 folds) fit 30 minutes on 2 idle CPU cores
+EPOCHS = 4  # per model: 52 + 5 x 40 batches, about 20 minutes on 2 idle CPU cores (docs/model.md)
 
 
 class ConusDataError(ValueError):
