@@ -21,6 +21,7 @@ from gsm3_ops.publish.cog import (
 )
 from gsm3_ops.publish.layers import FLAG_FILL, LAYERS, QUALITY_FLAGS
 from gsm3_ops.publish.product import ProductStoreError, time_length, write_day
+from gsm3_ops.publish.timeseries import timeseries_path, write_timeseries_copy
 
 WINDOW = M09.window_from_bbox(36.0, -2.0, 37.0, -1.0)
 START = dt.date(2021, 1, 1)
@@ -207,3 +208,26 @@ def test_failed_zarr_write_leaves_the_store_as_it_was(tmp_path, monkeypatch) -> 
     monkeypatch.setattr(atomic.os, "rename", rename)
     xr.testing.assert_identical(xr.open_zarr(path, consolidated=False).load(), before)
     assert time_length(path) == 1
+
+
+def test_time_series_copy_holds_the_same_values_chunked_for_points(tmp_path) -> None:
+    path = tmp_path / "gsm3.zarr"
+    for k, day in enumerate((START, START + dt.timedelta(2), START + dt.timedelta(5))):
+        write_day(path, day, _layers(k), M09, WINDOW, START)
+    copy = write_timeseries_copy(tmp_path, time_chunk=4096, space_chunk=4)
+    assert copy == timeseries_path(tmp_path)
+    meta = json.loads((copy / "soil_moisture" / "zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [6, 4, 4]
+    product = xr.open_zarr(path, consolidated=False, mask_and_scale=False)
+    series = xr.open_zarr(copy, consolidated=False, mask_and_scale=False)
+    assert series.attrs["last_day"] == str(START + dt.timedelta(5))
+    for name in LAYERS:
+        assert series[name].dtype == product[name].dtype
+        xr.testing.assert_equal(series[name].load(), product[name].load())
+    # a point's whole history is one chunk; a rebuild replaces the copy
+    write_day(path, START + dt.timedelta(6), _layers(9), M09, WINDOW, START)
+    write_timeseries_copy(tmp_path, time_chunk=4096, space_chunk=4)
+    series = xr.open_zarr(copy, consolidated=False)
+    assert series.sizes["time"] == 7
+    np.testing.assert_array_equal(series.soil_moisture.isel(time=-1), _layers(9)["soil_moisture"])
+    assert not list((tmp_path / ".staging").glob("*"))

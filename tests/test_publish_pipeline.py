@@ -85,6 +85,13 @@ def test_run_day_publishes_the_day_with_its_flag_bits(deployment, no_model) -> N
     np.testing.assert_array_equal(((flag & FLAG_PROVISIONAL) > 0)[land], block[land])
     np.testing.assert_array_equal(((flag & FLAG_FROZEN) > 0)[land], block[land])
     assert not failure_path(dep.settings.publish_root, DAY).exists()
+    # the demo profile (which the test config extends) adds the Web-Mercator COG and the
+    # time-series copy
+    assert validate_cog(manifest["outputs"]["web_mercator"])[0]
+    series = xr.open_zarr(dep.settings.publish_root / "gsm3_timeseries.zarr", consolidated=False)
+    np.testing.assert_array_equal(
+        series.soil_moisture.sel(time=str(DAY)), ds.soil_moisture.sel(time=str(DAY))
+    )
     item = json.loads(Path(manifest["outputs"]["stac_item"]).read_text())
     assert item["properties"]["gsm3:provisional_share"] == pytest.approx(
         block[land].sum() / land.sum(), abs=1e-4
