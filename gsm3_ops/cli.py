@@ -209,5 +209,57 @@ def ingest(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def evaluate(
+    out: Annotated[Path, typer.Option("--out", help="Report directory to write.")],
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", help="random-kfold, continental or temporal (trains folds)."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Score this model bundle instead.")
+    ] = None,
+    against: Annotated[str, typer.Option(help="Observation: insitu, smap or truth.")] = "insitu",
+    folds: Annotated[int, typer.Option(help="Folds of random-kfold.")] = 5,
+    min_pairs: Annotated[int, typer.Option(help="Fewest paired days to score a site.")] = 30,
+    start: Annotated[
+        str | None, typer.Option(help="--model: first day scored (default training.test_start).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="--model: last day scored (default training.test_end).")
+    ] = None,
+    reference: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=cube:smap | NAME=zarr:PATH#VAR | NAME=cog:DIR (repeatable)."),
+    ] = None,
+    own_days: Annotated[
+        bool, typer.Option(help="Score each model on its own paired days, not common ones.")
+    ] = False,
+    held_out_only: Annotated[
+        bool, typer.Option(help="--model: only sites in cells its training held out.")
+    ] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run one of the paper's experiments or score a bundle; write a report directory."""
+    from gsm3_ops.evaluation.experiments import EVALUATION_ERRORS, options_from_cli
+    from gsm3_ops.evaluation.experiments import evaluate as run_evaluation
+
+    settings = _settings(config, profile)
+    try:
+        opts = options_from_cli(against, folds, min_pairs, start, end, reference, own_days,
+                                held_out_only)  # fmt: skip
+        dep = Deployment(settings)
+        setup_logging(quiet, log_json)
+        with run_lock(settings.data_root):
+            report = run_evaluation(dep, out.resolve(), opts, experiment, model, not quiet)
+    except (*USER_ERRORS, *EVALUATION_ERRORS) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"report:  {report.path / 'report.md'}")
+    typer.echo(f"skipped: {len(report.skipped)} (listed in {report.path / 'skipped.csv'})")
+
+
 if __name__ == "__main__":
     app()
