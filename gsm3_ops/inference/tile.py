@@ -183,7 +183,8 @@ def run_tile(task: TileTask) -> TileResult:
             state = quantise(state, task.cfg.state_dtype)
             _save(task, prev, state)
         elif start.kind in ("stored", "replay"):
-            assert start.base is not None and task.state_path is not None
+            if start.base is None or task.state_path is None:
+                raise ValueError(f"a {start.kind} start needs a stored state and its store")
             group = Path(task.state_path) / start.base.isoformat()
             state = read_tile(group, task.key, n_cells)
             d = start.base + ONE_DAY
