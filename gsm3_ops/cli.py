@@ -261,5 +261,47 @@ def evaluate(
     typer.echo(f"skipped: {len(report.skipped)} (listed in {report.path / 'skipped.csv'})")
 
 
+@app.command()
+def status(
+    start: Annotated[
+        str | None, typer.Option("--start", help="First day (default: end - 29).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Last day (default: latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Each day complete / provisional / failed / missing, input versions, bundle, last run."""
+    import json
+
+    from gsm3_ops.ops.status import status_report
+
+    settings = _settings(config, profile)
+    try:
+        dep = Deployment(settings)
+        last = _parse_date(end) if end else dep.latest_day(dt.date.today())
+        first = _parse_date(start) if start else last - dt.timedelta(days=29)
+        cube = dep.open_cube() if dep.cube_path.exists() else None
+        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        manifests = {d: cube.manifest(d) for d in days} if cube else {}
+        report = status_report(settings.publish_root, manifests, first, last)
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    counts = "  ".join(f"{k} {v}" for k, v in report["counts"].items())
+    typer.echo(f"days {first}..{last}: {counts}")
+    typer.echo(f"bundle: {report['bundle_id'] or '-'}")
+    run = report["last_run"]
+    typer.echo(f"last run: {run['command']} {run['outcome']} at {run['finished']}" if run
+               else "last run: none recorded")  # fmt: skip
+    for d in report["days"]:
+        detail = d["error"] or ", ".join(f"{k}:{v}" for k, v in d["inputs"].items())
+        if d["ingest_failures"]:
+            detail += f" (ingest failed: {', '.join(d['ingest_failures'])})"
+        typer.echo(f"{d['date']} {d['status']:<11} {detail}")
+
+
 if __name__ == "__main__":
     app()

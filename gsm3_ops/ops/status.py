@@ -1,0 +1,91 @@
+"""What has been produced: each day complete / provisional / failed / missing, and the last run.
+
+Read-only: it looks at the day manifests (written last when a day is published), the failure
+records beside them, the data cube's day manifests (input versions, ingest failures) and the
+last-run record the CLI leaves after ``run`` and ``backfill``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gsm3_ops.ops.manifest import failure_path, manifest_path, write_json_atomic
+
+COMPLETE, PROVISIONAL, FAILED, MISSING = "complete", "provisional", "failed", "missing"
+
+
+@dataclass
+class DayStatus:
+    """One day's state and where it came from."""
+
+    date: str
+    status: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    bundle_id: str | None = None
+    error: str | None = None
+    ingest_failures: list[str] = field(default_factory=list)
+
+
+def last_run_path(publish_root: Path) -> Path:
+    """``<publish_root>/manifests/last_run.json``."""
+    return Path(publish_root) / "manifests" / "last_run.json"
+
+
+def record_last_run(publish_root: Path, command: str, outcome: str, **details: Any) -> None:
+    """Record the last ``run``/``backfill`` and its outcome (``ok``, ``failed`` ...)."""
+    doc = {
+        "command": command,
+        "outcome": outcome,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **details,
+    }
+    write_json_atomic(last_run_path(publish_root), doc)
+
+
+def day_status(publish_root: Path, cube_manifest: dict | None, day: dt.date) -> DayStatus:
+    """The state of ``day``: its published manifest wins; else its last failure; else missing."""
+    doc = _read(manifest_path(publish_root, day))
+    failure = _read(failure_path(publish_root, day))
+    ingest = sorted((cube_manifest or {}).get("failures", {}))
+    if doc is not None and doc.get("status") == COMPLETE:
+        state = PROVISIONAL if doc.get("provisional") else COMPLETE
+        return DayStatus(
+            day.isoformat(), state, doc.get("inputs", {}), doc.get("bundle_id"),
+            ingest_failures=ingest,
+        )  # fmt: skip
+    bad = doc if doc is not None and doc.get("status") == FAILED else failure
+    if bad is not None:
+        return DayStatus(day.isoformat(), FAILED, error=bad.get("error"),
+                         ingest_failures=ingest)  # fmt: skip
+    return DayStatus(day.isoformat(), MISSING, ingest_failures=ingest)
+
+
+def status_report(
+    publish_root: Path, cube_manifests: dict[dt.date, dict], start: dt.date, end: dt.date
+) -> dict[str, Any]:
+    """Every day of ``start..end``, counts per state, the bundle in use and the last run."""
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    rows = [day_status(publish_root, cube_manifests.get(d), d) for d in days]
+    counts = {s: sum(r.status == s for r in rows) for s in (COMPLETE, PROVISIONAL, FAILED, MISSING)}
+    bundles = [r.bundle_id for r in rows if r.bundle_id]
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "counts": counts,
+        "bundle_id": bundles[-1] if bundles else None,
+        "last_run": _read(last_run_path(publish_root)),
+        "days": [asdict(r) for r in rows],
+    }
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"status": FAILED, "error": f"unreadable record {path}: {exc}"}
