@@ -19,17 +19,15 @@ from gsm3_ops.config import BoxConfig
 from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Source, SourceError
 from gsm3_ops.sources.insitu import InsituRead
 from gsm3_ops.sources.uscrn import (
-    COLUMNS,
     Options,
     Response,
     UscrnSource,
-    read_daily01,
     read_dir,
     read_files,
-    station_forcing,
     station_url,
     to_target,
 )
+from gsm3_ops.sources.uscrn_daily01 import COLUMNS, read_daily01, station_forcing
 
 N_FILES = 540
 CALENDAR_DAYS = len(pd.date_range("2015-01-01", "2023-12-31"))
