@@ -58,6 +58,7 @@ class SourcesConfig(_Strict):
     insitu: tuple[str, ...] = ("ismn", "uscrn")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     keep_raw: bool = False  # keep fetched raw files under <data_root>/raw after ingestion
+    ingest_workers: int = Field(2, ge=1)  # days fetched and ingested at once
 
 
 class BoxConfig(_Strict):
