@@ -106,7 +106,9 @@ def publish_day(
         return _publish(root, grid, window, cfg, chunk, day_product, manifest, record, t0)
     except PublishError:
         raise
-    except Exception as exc:
+    except (OSError, MemoryError, ValueError) as exc:
+        # Disk full, unwritable folder, invalid STAC, a store of another domain: a failed day,
+        # and the product is as it was. Anything else is a bug and keeps its traceback.
         raise PublishError(f"publishing {day} failed, nothing was changed: {exc}") from exc
 
 
