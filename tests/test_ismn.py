@@ -16,12 +16,10 @@ from ismn.filehandlers import DataFile, StaticMetaFile
 from pydantic import ValidationError
 
 from gsm3_ops.sources.base import CorruptFileError, Source, SourceError
-from gsm3_ops.sources.ismn import (
-    IsmnSource,
-    Options,
+from gsm3_ops.sources.ismn import IsmnSource, Options, read_dir
+from gsm3_ops.sources.ismn_files import (
     parse_file_name,
     parse_text,
-    read_dir,
     read_file,
     read_static_variables,
 )
