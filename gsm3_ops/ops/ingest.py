@@ -5,10 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import xarray as xr
 
 from gsm3_ops.cube import Cube
 from gsm3_ops.cube_manifest import status_of
-from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.deployment import Deployment, RunError
+from gsm3_ops.ops.ingest_day import ingest_day
+from gsm3_ops.sources.base import SourceError
+from gsm3_ops.sources.checks import check_gridded
 from gsm3_ops.variables import feature_set
 
 log = logging.getLogger(__name__)
@@ -35,18 +42,32 @@ def _missing_runs(
 
 
 def ensure_static(dep: Deployment, cube: Cube) -> None:
-    """Write the static attributes when the cube does not have them all."""
+    """Write the static attributes when the cube does not have them all.
+
+    The synthetic world makes them; a real deployment derives them once from the operator's
+    rasters (``gsm3-ops ingest --source static``), so their absence is an error here.
+    """
     _, statics = _feature_names(dep)
-    if set(statics) <= set(cube.variables("static")):
+    missing = sorted(set(statics) - set(cube.variables("static")))
+    if not missing:
         return
+    if dep.settings.sources.kind != "synthetic":
+        raise RunError(
+            f"the cube {cube.path} lacks the static attributes {', '.join(missing)}: "
+            "ingest them once with `gsm3-ops ingest --source static` (docs/static-attributes.md)"
+        )
     src = dep.source
     ds = src.static(dep.grid, dep.domain)
     cube.write_static(ds, source=src.name, version=src.version(dep.settings.cube.start))
 
 
 def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> int:
-    """Ingest every day in start..end that is not complete in the cube; return how many."""
+    """Ingest every day in start..end that is not complete in the cube; return how many
+    days were attempted. A day whose input fails its checks is not written; the failure is
+    recorded in its cube manifest and the other days go on."""
     ensure_static(dep, cube)
+    if dep.settings.sources.kind != "synthetic":
+        return _ensure_real(dep, cube, start, end)
     src = dep.source
     n = 0
     for a, b in _missing_runs(cube, start, end, src.name):
@@ -56,10 +77,43 @@ def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> in
                    version=version)  # fmt: skip
         cube.write_insitu(src.insitu(dep.grid, dep.domain, a, b), source=src.name, version=version)
         # Forcing last: a day counts as ingested once its forcing is complete.
-        cube.write("forcing", src.forcing(dep.grid, dep.domain, a, b), source=src.name,
-                   version=version)  # fmt: skip
+        forcing = src.forcing(dep.grid, dep.domain, a, b)
+        good = _checked_days(cube, forcing, src.name, version)
+        if good:
+            cube.write("forcing", forcing.sel(time=good), source=src.name, version=version)
         n += (b - a).days + 1
     return n
+
+
+def _checked_days(cube: Cube, ds: xr.Dataset, source: str, version: str) -> list:
+    """Times of ``ds`` whose day passes the registry checks; failures recorded per day."""
+    good = []
+    for t in ds["time"].values:
+        try:
+            check_gridded(ds.sel(time=[t]), source)
+        except SourceError as exc:
+            day = pd.Timestamp(t).date()
+            log.error("%s %s: %s", source, day, exc)
+            cube.record_failure(day, group="forcing", source=source, version=version,
+                                error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            continue
+        good.append(t)
+    return good
+
+
+def _ensure_real(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> int:
+    """Ingest the configured gridded sources for the days of start..end, several at once."""
+    sources = dep.gridded_sources(cube=cube)
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    cfg = dep.settings.sources
+
+    def one(day: dt.date) -> None:
+        ingest_day(cube, sources, day, dep.grid, dep.domain, workdir=dep.raw_dir,
+                   keep_raw=cfg.keep_raw)  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=cfg.ingest_workers) as pool:
+        list(pool.map(one, days))
+    return len(days)
 
 
 def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -6,8 +6,10 @@ or an empty field in any reader is caught before it can reach the model:
 - a variable the registry does not know, or with dims other than (time, y, x), is an error;
 - a field with no finite value at all is an error (a source that fills gaps, such as MODIS
   from climatology, does so before this check and says so in the granule's notes), except
-  for the SMAP target: a day without an overpass over the window is normal and is written as
-  missing, with an ``empty:smap`` note in the day's manifest;
+  where gaps are part of the observation: the SMAP target (no overpass over the window) and
+  the MODIS optical variables (a window under cloud all day). Those are written as missing,
+  with an ``empty:<variable>`` note in the day's manifest, and the model's missing-input
+  rule (training mean, quality flag) takes over;
 - finite values outside the registry's valid range are an error naming the variable, the
   day, how many values and the range found: such values mean a unit or scale-factor mistake,
   and clipping them would hide it.
@@ -29,8 +31,8 @@ class InvalidDataError(SourceError):
     """A gridded day failed the registry checks (variable, day and reason are named)."""
 
 
-# Targets whose empty days are normal (no overpass), not a failure.
-MAY_BE_EMPTY = frozenset({"smap"})
+# Variables whose empty days are normal (no overpass, cloud), not a failure.
+MAY_BE_EMPTY = frozenset({"smap", "lst_day", "lst_night", "albedo_bsa", "albedo_wsa"})
 
 
 def check_gridded(ds: xr.Dataset, source: str) -> list[str]:
