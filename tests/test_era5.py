@@ -27,7 +27,7 @@ import xarray as xr
 from pydantic import ValidationError
 
 from gsm3_ops.grid import M09
-from gsm3_ops.sources import era5, grib
+from gsm3_ops.sources import era5, era5_daily, grib
 from gsm3_ops.sources.base import (
     CorruptFileError,
     DateNotServedError,
@@ -266,7 +266,7 @@ def test_hourly_t2m_to_utc_daily_means(uk_t2m):
         "2019-03-31T23:00"
     )
     assert (np.diff(times.values) == np.timedelta64(1, "h")).all()
-    daily = grib.utc_daily_mean(uk_t2m)
+    daily = era5_daily.utc_daily_mean(uk_t2m)
     assert daily.sizes["time"] == 31
     expected_days = pd.date_range("2019-03-01", "2019-03-31", freq="D").values
     np.testing.assert_array_equal(daily["time"].values, expected_days)
@@ -281,11 +281,11 @@ def test_hourly_t2m_to_utc_daily_means(uk_t2m):
 def test_incomplete_day_is_refused_not_averaged(uk_t2m):
     gappy = uk_t2m.drop_isel(valid_time=[24 * 4 + 7])  # 05 March, 07 UTC
     with pytest.raises(SourceError, match=r"23 of 24 time steps on 2019-03-05"):
-        grib.utc_daily_mean(gappy)
+        era5_daily.utc_daily_mean(gappy)
 
 
 def test_to_grid_on_real_hourly_fixture(uk_t2m):
-    day = grib.utc_daily_mean(uk_t2m).isel(time=[9])  # 10 March 2019
+    day = era5_daily.utc_daily_mean(uk_t2m).isel(time=[9])  # 10 March 2019
     native = xr.Dataset({"t2m": day})
     window = M09.window_from_bbox(-3.0, 52.0, 0.0, 54.0)
     out = era5.Era5LandSource().to_grid(native, M09, window)

@@ -39,6 +39,7 @@ from gsm3_ops.regrid import latlon_to_ease
 from gsm3_ops.secrets import MASK, redact
 from gsm3_ops.sources import grib
 from gsm3_ops.sources.base import DateNotServedError, Granule, SourceError, check_served
+from gsm3_ops.sources.era5_daily import accumulation_at, daily_value, sum_hourly_accumulations
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ class Era5Source(_CdsSource):
         """The day's precipitation total in mm day-1 on the native 0.25 degree grid."""
         path = granule.files[0]
         tp = grib.open_fields(path, ["tp"]).data["tp"]
-        total = grib.sum_hourly_accumulations(tp, granule.day, path) * 1000.0  # m -> mm
+        total = sum_hourly_accumulations(tp, granule.day, path) * 1000.0  # m -> mm
         # GRIB packing leaves tiny negative totals where no rain fell.
         total = total.where(~(total < 0), 0.0)
         return _native({"precip_era5": total}, granule.day, {"precip_era5": path})
@@ -350,12 +351,12 @@ class Era5LandSource(_CdsSource):
         fields = grib.mask_sea(grib.open_fields(daily_path, names).data)
         out, paths = {}, {}
         for name, (_, nc, factor) in LAND_DAILY.items():
-            out[name] = _daily_value(fields[nc], day, daily_path) * factor
+            out[name] = daily_value(fields[nc], day, daily_path) * factor
             paths[name] = daily_path
         rad = grib.open_fields(rad_path, [nc for _, nc, _ in LAND_RADIATION.values()]).data
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
         for name, (_, nc, factor) in LAND_RADIATION.items():
-            out[name] = grib.accumulation_at(rad[nc], end, rad_path) * factor
+            out[name] = accumulation_at(rad[nc], end, rad_path) * factor
             paths[name] = rad_path
         return _native(out, day, paths)
 
@@ -374,20 +375,6 @@ def _dates(days: tuple[dt.date, ...]) -> dict[str, list[str]]:
         "month": sorted({f"{d.month:02d}" for d in days}),
         "day": sorted({f"{d.day:02d}" for d in days}),
     }
-
-
-def _daily_value(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
-    """The daily statistic of ``day`` (one step), or the mean of 24 hourly steps."""
-    steps = grib.day_slice(da, day)
-    n = steps.sizes["valid_time"]
-    if n == 1:
-        return steps.isel(valid_time=0, drop=True)
-    if n == 24:
-        return steps.mean("valid_time")
-    raise SourceError(
-        f"{path}: {da.name} has {n} time steps on {day.isoformat()}; expected the daily "
-        "statistic (1) or 24 hourly values"
-    )
 
 
 def _native(fields: dict[str, xr.DataArray], day: dt.date, paths: dict[str, Path]) -> xr.Dataset:

@@ -23,7 +23,6 @@ import pyproj  # noqa: F401
 
 # isort: split
 
-import datetime as dt
 import os
 import tempfile
 import zipfile
@@ -35,7 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gsm3_ops.sources.base import CorruptFileError, MissingVariableError, SourceError
+from gsm3_ops.sources.base import CorruptFileError, MissingVariableError
 
 FINAL, PRELIMINARY = "0001", "0005"
 
@@ -195,61 +194,6 @@ def mask_sea(ds: xr.Dataset, lsm: xr.DataArray | None = None, threshold: float =
         if name in LAND_ONLY:
             out[name] = ds[name].where(land >= threshold)
     return out
-
-
-def utc_daily_mean(da: xr.DataArray, steps_per_day: int = 24) -> xr.DataArray:
-    """Means over UTC days of an instantaneous field with dims (valid_time, ...).
-
-    Returns dims (time, ...), one entry per day at 00:00. A day with other than
-    ``steps_per_day`` steps is an error naming the day (a partial mean would be biased).
-    """
-    days = da[_TIME].dt.floor("D")
-    counts = days.to_series().value_counts()
-    short = counts[counts != steps_per_day]
-    if len(short):
-        day, n = short.index[0], int(short.iloc[0])
-        raise SourceError(
-            f"{da.name}: {n} of {steps_per_day} time steps on {day.date().isoformat()} "
-            f"(and {len(short) - 1} other incomplete days); a partial day is not averaged"
-        )
-    mean = da.groupby(days.rename("time")).mean(_TIME)
-    return mean.astype(da.dtype)
-
-
-def day_slice(da: xr.DataArray, day: dt.date) -> xr.DataArray:
-    """The steps of ``da`` whose valid time falls in the UTC day ``day`` (00:00 included)."""
-    start = np.datetime64(day.isoformat(), "ns")
-    times = da[_TIME].values
-    keep = (times >= start) & (times < start + np.timedelta64(1, "D"))
-    return da.isel({_TIME: np.flatnonzero(keep)})
-
-
-def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
-    """Total of ``day`` from hourly accumulations that each cover the hour ending at valid time.
-
-    ERA5 single levels: the value valid at T is the accumulation over (T - 1 h, T], so the UTC
-    day ``day`` is the sum of the 24 values valid at 01:00 .. 24:00 (00:00 of the next day).
-    Returns dims (latitude, longitude).
-    """
-    start = np.datetime64(day.isoformat(), "ns")
-    wanted = start + np.arange(1, 25) * np.timedelta64(1, "h")
-    have = pd.DatetimeIndex(da[_TIME].values)
-    missing = [t for t in wanted if t not in have]
-    if missing:
-        first = pd.Timestamp(missing[0]).isoformat()
-        raise SourceError(
-            f"{path}: {da.name} lacks {len(missing)} of the 24 hourly accumulations of "
-            f"{day.isoformat()} (first missing valid time {first})"
-        )
-    return da.sel({_TIME: wanted}).sum(_TIME, skipna=False)
-
-
-def accumulation_at(da: xr.DataArray, when: dt.datetime, path: Path) -> xr.DataArray:
-    """The field valid at ``when`` (ERA5-Land: 00 UTC of D+1 holds the total of day D)."""
-    t = np.datetime64(when.replace(tzinfo=None).isoformat(), "ns")
-    if t not in pd.DatetimeIndex(da[_TIME].values):
-        raise SourceError(f"{path}: {da.name} has no field valid at {when.isoformat()}")
-    return da.sel({_TIME: t})
 
 
 # --- GRIB --------------------------------------------------------------------------------------
