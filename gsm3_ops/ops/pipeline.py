@@ -10,6 +10,7 @@ mode). Rerunning a day therefore reproduces it exactly. See ``docs/inference.md`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,10 +26,13 @@ from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.ops.cluster import ClusterError, tile_runner
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.ingest import ensure_days
+from gsm3_ops.ops.inputs import input_versions, missing_inputs
 from gsm3_ops.ops.manifest import failure_path, manifest_path, run_lock, write_json_atomic
 from gsm3_ops.ops.models import ensure_bundle
 from gsm3_ops.publish import derived
+from gsm3_ops.publish.cog import cog_path
 from gsm3_ops.publish.day import DayProduct, PublishError, publish_day
+from gsm3_ops.publish.layers import FLAG_PROVISIONAL
 from gsm3_ops.publish.timeseries import write_timeseries_copy
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,30 @@ class DayFailedError(RunError):
 
 @dataclass
 class RunResult:
-    """What a run produced, and where."""
+    """What a run produced, and where (``skipped``: already published from the same inputs)."""
 
     day: dt.date
     cog: Path
     product: Path
     manifest: Path
     seconds: float
+    skipped: bool = False
+    provisional: bool = False
+
+
+def already_published(dep: Deployment, cube: Cube, day: dt.date) -> bool:
+    """Whether ``day`` is published, not provisional, from the inputs the cube now holds."""
+    doc = _read_json(manifest_path(dep.settings.publish_root, day))
+    if not doc or doc.get("status") != "complete" or doc.get("provisional"):
+        return False
+    return doc.get("input_versions") == input_versions(cube.manifest(day))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[str, np.ndarray]:
@@ -95,23 +116,50 @@ def quality_flag(
     )
 
 
-def run_day(dep: Deployment, day: dt.date, progress: bool = True) -> RunResult:
+def run_day(
+    dep: Deployment,
+    day: dt.date,
+    progress: bool = True,
+    *,
+    provisional: bool = False,
+    force: bool = False,
+) -> RunResult:
     """Produce and publish ``day`` (already checked with ``Deployment.check_day``).
 
-    Raises :class:`DayFailedError` when publication fails (a full disk, say): the product,
-    catalogue and manifest are then as before, and a failure record is left beside the
-    day's manifest (``gsm3_YYYYMMDD.failed.json``).
+    Skipped when the day is already published, not provisional, from the same input
+    versions (unless ``force``). A day whose own required inputs are missing fails, unless
+    ``provisional``: the missing forcings are then filled (training mean, gap-filled bit)
+    and the day is flagged provisional, to be replaced by a later run once they arrive.
+
+    Raises :class:`DayFailedError` when inputs are missing or publication fails (a full
+    disk, say): the product, catalogue and manifest are then as before, and a failure
+    record is left beside the day's manifest (``gsm3_YYYYMMDD.failed.json``).
     """
     t0 = time.perf_counter()
     s = dep.settings
+    mpath = manifest_path(s.publish_root, day)
     with run_lock(s.data_root):
         cube = dep.open_cube()
+        if not force and already_published(dep, cube, day):
+            log.info("%s is already published from the same inputs: skipped", day)
+            cog = cog_path(s.publish_root, day.isoformat())
+            return RunResult(day, cog, s.publish_root / "gsm3.zarr", mpath,
+                             time.perf_counter() - t0, skipped=True)  # fmt: skip
+        ensure_days(dep, cube, day, day)  # the day's own inputs first: fail early
+        missing = missing_inputs(s, cube.manifest(day))
+        if missing and not provisional:
+            reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
+            exc = DayFailedError(f"{day}: required inputs missing ({reasons})")
+            _record_failure(s.publish_root, day, exc)
+            raise exc
         bundle = ensure_bundle(dep, cube, progress)
         predicted = _predict(dep, cube, bundle, day)
         sm = predicted["soil_moisture"]
         flag = quality_flag(dep, cube, day, np.isfinite(sm), predicted["gap_filled"])
-        inputs = {dep.source.name: dep.source.version(day)}
-        mpath = manifest_path(s.publish_root, day)
+        if missing:
+            flag = np.where(np.isfinite(sm), flag | FLAG_PROVISIONAL, flag).astype(flag.dtype)
+        versions = input_versions(cube.manifest(day))
+        inputs = {k.split("/", 1)[1]: v for k, v in versions.items() if k.startswith("forcing/")}
         config_path = mpath.with_suffix(".config.yaml")
         land = np.isfinite(sm)
         day_product = DayProduct(
@@ -143,6 +191,9 @@ def run_day(dep: Deployment, day: dt.date, progress: bool = True) -> RunResult:
             "bundle_id": bundle.bundle_id,
             "product_version": s.product.version,
             "inputs": inputs,
+            "input_versions": versions,
+            "provisional": bool(missing),
+            "missing_inputs": missing,
             "cube_manifest": cube.manifest(day),
             "config": str(config_path),
             "land_cells": int(land.sum()),
@@ -161,8 +212,9 @@ def run_day(dep: Deployment, day: dt.date, progress: bool = True) -> RunResult:
         if s.product.timeseries_copy:
             _refresh_timeseries(dep)
     return RunResult(
-        day, published.cogs["soil_moisture"], published.product, mpath, time.perf_counter() - t0
-    )
+        day, published.cogs["soil_moisture"], published.product, mpath,
+        time.perf_counter() - t0, provisional=bool(missing),
+    )  # fmt: skip
 
 
 def _share(flag: np.ndarray, bit: int, land: np.ndarray) -> float:
