@@ -69,12 +69,28 @@ def run(
     date: Annotated[
         str | None, typer.Option("--date", help="Day to produce, YYYY-MM-DD (default: latest).")
     ] = None,
+    provisional: Annotated[
+        bool,
+        typer.Option(
+            "--provisional",
+            help="Fill late inputs (flagged) and mark the day provisional instead of failing.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo the day even if already published.")
+    ] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
 ) -> None:
-    """Produce and publish one day (default: the latest day the profile can serve)."""
-    from gsm3_ops.ops.pipeline import run_day
+    """Produce and publish one day (default: the latest day the profile can serve).
+
+    Exit status: 0 published (or already published), 1 the day failed (inputs missing,
+    publication failed; see `gsm3-ops status`), 2 usage or configuration error.
+    """
+    from gsm3_ops.ops.pipeline import DayFailedError, run_day
+    from gsm3_ops.ops.status import record_last_run
 
     settings = _settings(config, profile)
     day = _parse_date(date) if date else None
@@ -83,11 +99,19 @@ def run(
         dep = Deployment(settings)
         day = day or dep.latest_day(today)
         dep.check_day(day, today)
-        _logging(quiet)
-        result = run_day(dep, day, progress=not quiet)
+        setup_logging(quiet, log_json)
+        result = run_day(dep, day, progress=not quiet, provisional=provisional, force=force)
+    except DayFailedError as exc:
+        record_last_run(settings.publish_root, "run", "failed", day=str(day), error=str(exc))
+        typer.echo(f"gsm3-ops: day failed: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     except USER_ERRORS as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"day:      {result.day.isoformat()} ({result.seconds:.1f} s)")
+    outcome = "skipped" if result.skipped else "provisional" if result.provisional else "ok"
+    record_last_run(settings.publish_root, "run", outcome, day=str(day))
+    state = " (already published; skipped)" if result.skipped else ""
+    state += " (provisional)" if result.provisional else ""
+    typer.echo(f"day:      {result.day.isoformat()} ({result.seconds:.1f} s){state}")
     typer.echo(f"cog:      {result.cog}")
     typer.echo(f"zarr:     {result.product}")
     typer.echo(f"manifest: {result.manifest}")
