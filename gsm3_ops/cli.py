@@ -118,6 +118,97 @@ def run(
 
 
 @app.command()
+def backfill(
+    start: Annotated[str, typer.Option("--start", help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--end", help="Last day, YYYY-MM-DD.")],
+    reprocess_upgraded: Annotated[
+        bool,
+        typer.Option("--reprocess-upgraded", help="Redo days whose inputs were upgraded since."),
+    ] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Produce every day of a range in date order; resumable (finished days are skipped).
+
+    Exit status: 0 every day published, 1 some days failed (listed; see `gsm3-ops status`),
+    2 usage or configuration error.
+    """
+    from gsm3_ops.ops.backfill import backfill as run_backfill
+    from gsm3_ops.ops.status import record_last_run
+
+    settings = _settings(config, profile)
+    first, last = _parse_date(start), _parse_date(end)
+    if last < first:
+        raise _fail(f"--end {last} is before --start {first}")
+    today = dt.date.today()
+    try:
+        dep = Deployment(settings)
+        dep.check_day(first, today)
+        dep.check_day(last, today)
+        setup_logging(quiet, log_json)
+        result = run_backfill(
+            dep, first, last, reprocess_upgraded=reprocess_upgraded, progress=not quiet
+        )
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None
+    outcome = "failed" if result.failed else "ok"
+    record_last_run(
+        settings.publish_root, "backfill", outcome, start=str(first), end=str(last),
+        produced=len(result.produced), skipped=len(result.skipped),
+        failed={str(d): e for d, e in result.failed.items()},
+    )  # fmt: skip
+    typer.echo(
+        f"backfill {first}..{last}: {len(result.produced)} produced, "
+        f"{len(result.skipped)} already done, {len(result.failed)} failed "
+        f"({result.seconds:.0f} s)"
+    )
+    for day, error in result.failed.items():
+        typer.echo(f"failed {day}: {error}")
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def schedule(
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    provisional: Annotated[
+        bool, typer.Option("--provisional", help="Publish late days provisionally.")
+    ] = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run the daily job on the configured cron line until SIGTERM (see `schedule.cron`)."""
+    from gsm3_ops.ops.scheduler import serve
+
+    settings = _settings(config, profile)
+    setup_logging(False, log_json)
+    try:
+        Deployment(settings)  # fail now, not at the first fire, on a bad configuration
+        serve(settings.schedule, lambda: _daily_job(settings, provisional))
+    except (*USER_ERRORS, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _daily_job(settings: Settings, provisional: bool) -> str:
+    """One scheduled fire: the latest servable day, recorded like `gsm3-ops run`."""
+    from gsm3_ops.ops.pipeline import run_day
+    from gsm3_ops.ops.status import record_last_run
+
+    dep = Deployment(settings)
+    day = dep.latest_day(dt.date.today())
+    try:
+        result = run_day(dep, day, progress=False, provisional=provisional)
+    except Exception as exc:
+        record_last_run(settings.publish_root, "schedule", "failed", day=str(day), error=str(exc))
+        raise
+    outcome = "skipped" if result.skipped else "provisional" if result.provisional else "ok"
+    record_last_run(settings.publish_root, "schedule", outcome, day=str(day))
+    return f"{day} {outcome}"
+
+
+@app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the bundle to.")],
     config: ConfigOpt = None,
