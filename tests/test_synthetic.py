@@ -11,7 +11,7 @@ import pytest
 from gsm3_ops.grid import M09, M36, Window
 from gsm3_ops.sources.base import DateNotServedError, Source
 from gsm3_ops.sources.synthetic import SyntheticSource
-from gsm3_ops.sources.synthetic_world import (
+from gsm3_ops.sources.synthetic_land import (
     F32,
     aspect_factor,
     soil_params,
