@@ -175,3 +175,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path) -> None:
         resumed.net.state_dict().items(), straight.net.state_dict().values(), strict=True
     ):
         assert torch.equal(p, q), name
+
+
+def test_checkpoint_holding_a_pickle_is_refused(tmp_path) -> None:
+    ckpt = tmp_path / "member-0.ckpt.safetensors"
+    torch.save({"iteration": 3}, ckpt)
+    with pytest.raises(TrainingError, match=r"cannot read training checkpoint .*member-0"):
+        train_member(toy_data(), toy_spec(), toy_cfg(epochs=1), 0, False, checkpoint=ckpt)
