@@ -112,7 +112,7 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
     monkeypatch.setattr(day_module, "write_cog", full)
     for day in (DAY, DAY + dt.timedelta(days=1)):  # a rewrite and a new day
         with pytest.raises(pipeline.DayFailedError, match="No space left on device") as info:
-            pipeline.run_day(dep, day, progress=False)
+            pipeline.run_day(dep, day, progress=False, force=True)
         assert isinstance(info.value, RunError)  # the CLI reports it in one line
         record = json.loads(failure_path(root, day).read_text())
         assert record["status"] == "failed" and "No space left" in record["error"]
@@ -124,5 +124,5 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
     monkeypatch.undo()
     monkeypatch.setattr(pipeline, "ensure_bundle", lambda *a: SimpleNamespace(bundle_id="b-1"))
     monkeypatch.setattr(pipeline, "_predict", lambda dep, *a: _prediction(dep))
-    pipeline.run_day(dep, DAY, progress=False)  # the next run publishes it: record removed
+    pipeline.run_day(dep, DAY, progress=False, force=True)  # published again: record removed
     assert not failure_path(root, DAY).exists()
