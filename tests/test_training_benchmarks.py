@@ -1,0 +1,44 @@
+"""The benchmarks' data handling on the real fixtures (training itself is tested elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import conus_smap, uscrn
+
+
+def test_conus_files_are_cells_by_days_and_years_run_april_to_march(fixtures) -> None:
+    d = conus_smap.load(fixtures, [2015, 2016])
+    assert conus_smap.year_days(2015) == 366 and conus_smap.year_days(2016) == 365
+    assert d["SMAP_AM"].shape == (731, 412) and d["APCP_FORA"].shape == (731, 412)
+    assert d["Sand"].shape == (412,) and d["lat"].shape == (412,)
+    # About 58 % of SMAP is missing (no overpass or flagged); -9999 never survives.
+    assert 0.5 < np.isnan(d["SMAP_AM"]).mean() < 0.65
+    assert np.nanmin(d["SMAP_AM"]) >= 0 and np.nanmax(d["SMAP_AM"]) <= 1
+    # Kelvin air temperature is warmer in July (day 91 of the April year) than in January.
+    t = d["TMP_2_FORA"]
+    assert 250 < np.nanmean(t) < 300 and t[91].mean() > t[280].mean() + 10
+
+
+def test_conus_reader_refuses_a_transposed_file(tmp_path) -> None:
+    bad = tmp_path / "SMAP_AM.csv"
+    np.savetxt(bad, np.zeros((366, 412)), delimiter=",")
+    with pytest.raises(conus_smap.ConusDataError, match=r"SMAP_AM\.csv has 366 rows x 412"):
+        conus_smap.read_table(bad, 412, 366)
+
+
+def test_uscrn_stations_are_joined_over_the_years(fixtures) -> None:
+    s = uscrn.load_stations(fixtures / "uscrn_daily01")
+    assert len(s.names) == 60 and s.target.shape == (3287, 60)
+    assert s.forcing["temperature"].shape == (3287, 60)
+    assert 0.7 < np.isfinite(s.target).mean() < 1
+    assert np.all(s.static["mean_temperature"] > 260) and np.all(s.static["mean_humidity"] < 100)
+    part = s.take(np.array([2, 0]))
+    assert part.names == [s.names[2], s.names[0]]
+    assert np.array_equal(part.target[:, 1], s.target[:, 0], equal_nan=True)
+
+
+def test_api_is_a_decaying_sum_of_rain() -> None:
+    p = np.array([[10.0], [0.0], [np.nan], [5.0]])
+    assert np.allclose(uscrn.api(p, 0.5)[:, 0], [10.0, 5.0, 2.5, 6.25])
