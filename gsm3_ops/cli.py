@@ -275,7 +275,7 @@ def ingest(
     that day's cube manifest); the other days and sources are ingested regardless.
     """
     from gsm3_ops.ops import ingest_other
-    from gsm3_ops.ops.ingest_day import ingest_range
+    from gsm3_ops.ops.ingest_day import Retry, ingest_range
     from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 
     settings = _settings(config, profile)
@@ -297,6 +297,7 @@ def ingest(
                 cube, dep.gridded_sources(gridded, cube), first, last, dep.grid, dep.domain,
                 workdir=dep.raw_dir, from_dir=from_dir, force=force,
                 keep_raw=settings.sources.keep_raw,
+                retry=Retry(settings.sources.fetch_attempts, settings.sources.fetch_backoff_s),
             )  # fmt: skip
             for o in (o for r in reports for o in r.outcomes):
                 detail = o.error if o.status == "failed" else (o.version or "")

@@ -59,6 +59,8 @@ class SourcesConfig(_Strict):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     keep_raw: bool = False  # keep fetched raw files under <data_root>/raw after ingestion
     ingest_workers: int = Field(2, ge=1)  # days fetched and ingested at once
+    fetch_attempts: int = Field(3, ge=1)  # tries of a fetch that fails for a transient reason
+    fetch_backoff_s: float = Field(30.0, ge=0)  # first wait; doubles each retry
 
 
 class BoxConfig(_Strict):

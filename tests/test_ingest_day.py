@@ -177,3 +177,30 @@ def test_an_empty_smap_day_is_written_as_missing_with_a_note(cube: Cube, tmp_pat
     part = cube.manifest(DAY)["entries"]["smap/smap"]["parts"][-1]
     assert part["notes"] == ["empty:smap"]
     assert np.isnan(cube.read("smap", ["smap"], DAY, DAY)["smap"].values).all()
+
+
+def test_transient_fetch_failures_are_retried_permanent_ones_are_not(cube, tmp_path) -> None:
+    from gsm3_ops.ops.ingest_day import Retry
+    from gsm3_ops.sources.base import SourceError
+
+    calls = []
+
+    def flaky(day: dt.date, path: Path) -> None:
+        calls.append(day)
+        if len(calls) < 3:
+            raise SourceError("HTTP 503 from the server")
+        np.save(path, np.full(DOMAIN.shape, 280.0, dtype=np.float32))
+
+    src = FileSource("era5_land", "t2m", flaky)
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path, retry=Retry(3, 0.0))
+    assert out.status == "complete" and len(calls) == 3
+
+    calls.clear()
+
+    def late(day: dt.date, path: Path) -> None:
+        calls.append(day)
+        raise DateNotServedError("not yet")
+
+    src = FileSource("imerg", "precip_imerg", late)
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path, retry=Retry(3, 0.0))
+    assert out.status == "failed" and len(calls) == 1

@@ -13,7 +13,7 @@ import xarray as xr
 from gsm3_ops.cube import Cube
 from gsm3_ops.cube_manifest import status_of
 from gsm3_ops.ops.deployment import Deployment, RunError
-from gsm3_ops.ops.ingest_day import ingest_day
+from gsm3_ops.ops.ingest_day import Retry, ingest_day
 from gsm3_ops.sources.base import SourceError
 from gsm3_ops.sources.checks import check_gridded
 from gsm3_ops.variables import feature_set
@@ -106,10 +106,11 @@ def _ensure_real(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> i
     sources = dep.gridded_sources(cube=cube)
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     cfg = dep.settings.sources
+    retry = Retry(cfg.fetch_attempts, cfg.fetch_backoff_s)
 
     def one(day: dt.date) -> None:
         ingest_day(cube, sources, day, dep.grid, dep.domain, workdir=dep.raw_dir,
-                   keep_raw=cfg.keep_raw)  # fmt: skip
+                   keep_raw=cfg.keep_raw, retry=retry)  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=cfg.ingest_workers) as pool:
         list(pool.map(one, days))

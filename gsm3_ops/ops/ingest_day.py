@@ -15,14 +15,62 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
 from gsm3_ops.cube import Cube
 from gsm3_ops.cube_manifest import COMPLETE, CubeError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.secrets import redact
-from gsm3_ops.sources.base import GriddedSource, SourceError
+from gsm3_ops.sources.base import (
+    CorruptFileError,
+    DateNotServedError,
+    Granule,
+    GriddedSource,
+    MissingVariableError,
+    SourceError,
+)
 from gsm3_ops.sources.checks import check_gridded
 
 log = logging.getLogger(__name__)
+
+
+# Failures that another try will not change: the date is not served yet, or the file is bad.
+PERMANENT = (DateNotServedError, CorruptFileError, MissingVariableError)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often and how patiently a fetch is retried after a transient failure."""
+
+    attempts: int = 3
+    backoff_s: float = 30.0
+
+
+def fetch_with_retry(source: GriddedSource, day: dt.date, workdir: Path, retry: Retry) -> Granule:
+    """``source.fetch`` retried with exponential backoff on transient failures (network,
+    server errors); permanent ones (not served yet, corrupt file) are raised at once."""
+    retrying = Retrying(
+        stop=stop_after_attempt(retry.attempts),
+        wait=wait_exponential(multiplier=retry.backoff_s, max=retry.backoff_s * 16),
+        retry=retry_if_exception(
+            lambda e: isinstance(e, (SourceError, OSError)) and not isinstance(e, PERMANENT)
+        ),
+        before_sleep=lambda state: _log_retry(source.name, day, state),
+        reraise=True,
+    )
+    return retrying(source.fetch, day, workdir)
+
+
+def _log_retry(name: str, day: dt.date, state: RetryCallState) -> None:
+    error = redact(str(state.outcome.exception())) if state.outcome else "?"
+    log.warning("%s %s: fetch attempt %d failed (%s); retrying",
+                name, day, state.attempt_number, error)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +129,7 @@ def ingest_source(
     from_dir: Path | None = None,
     force: bool = False,
     keep_raw: bool = False,
+    retry: Retry = Retry(),
 ) -> Outcome:
     """Fetch (or take from ``from_dir``), read, grid, check and write one source's day.
 
@@ -102,7 +151,7 @@ def ingest_source(
             granule = source.local(day, from_dir)
         else:
             raw.mkdir(parents=True, exist_ok=True)
-            granule = source.fetch(day, raw)
+            granule = fetch_with_retry(source, day, raw, retry)
         version = granule.version
         gridded = source.to_grid(source.read(granule), grid, window)
         notes = (*granule.notes, *check_gridded(gridded, source.name))
@@ -129,6 +178,7 @@ def ingest_day(
     from_dir: Path | None = None,
     force: bool = False,
     keep_raw: bool = False,
+    retry: Retry = Retry(),
 ) -> DayReport:
     """Ingest ``day`` from every source in turn; one source failing does not stop the others."""
     report = DayReport(day)
@@ -144,6 +194,7 @@ def ingest_day(
                 from_dir=from_dir,
                 force=force,
                 keep_raw=keep_raw,
+                retry=retry,
             )
         )
     return report
@@ -168,6 +219,7 @@ def ingest_range(
     from_dir: Path | None = None,
     force: bool = False,
     keep_raw: bool = False,
+    retry: Retry = Retry(),
 ) -> list[DayReport]:
     """Ingest every day of ``start..end`` from ``sources``; a failed day does not stop the rest."""
     reports = []
@@ -184,6 +236,7 @@ def ingest_range(
                 from_dir=from_dir,
                 force=force,
                 keep_raw=keep_raw,
+                retry=retry,
             )
         )
     return reports
