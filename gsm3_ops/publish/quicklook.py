@@ -78,7 +78,8 @@ def render(
     ax.tick_params(labelsize=10)
     finite = np.isfinite(soil_moisture)
     stats = (
-        f"land cells {int(finite.sum())}, mean {np.nanmean(soil_moisture):.3f} m³ m⁻³"
+        f"land cells {int(finite.sum())}, mean {np.nanmean(soil_moisture):.3f} "
+        f"(range {np.nanmin(soil_moisture):.3f}-{np.nanmax(soil_moisture):.3f}) m³ m⁻³"
         if finite.any()
         else "no values"
     )
