@@ -25,8 +25,13 @@ from gsm3_ops.config import ProductConfig
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish import stac
 from gsm3_ops.publish.atomic import PublishError, Transaction, publish_lock, recover, write_json
-from gsm3_ops.publish.cog import cog_path, validate_cog, web_mercator_path, write_cog
-from gsm3_ops.publish.cog import write_web_mercator as _write_web_mercator
+from gsm3_ops.publish.cog import (
+    cog_path,
+    validate_cog,
+    web_mercator_path,
+    write_cog,
+    write_web_mercator,
+)
 from gsm3_ops.publish.derived import climatology_layers
 from gsm3_ops.publish.layers import BASE_LAYERS, LAYERS
 from gsm3_ops.publish.product import (
@@ -152,7 +157,7 @@ def _publish(
             )
             col_file = stac.collection_path(root)
             tx.replace(col_file, _stage_json(tx, col_file, collection))
-            commit(tx, manifest, {**record, "outputs": staged.outputs})
+            tx.commit(manifest, {**record, "outputs": staged.outputs})  # the commit point
     return Published(
         day, staged.cogs, store, staged.item, col_file, manifest, staged.quicklook,
         staged.web_mercator, time.perf_counter() - t0,
@@ -185,7 +190,7 @@ def _stage(
     web = None
     if cfg.web_mercator:
         web = web_mercator_path(root, day.isoformat())
-        staged_web = write_web_mercator(tx, web, dict(files)[cogs["soil_moisture"]],
+        staged_web = _stage_web_mercator(tx, web, dict(files)[cogs["soil_moisture"]],
                                         cfg.compression)  # fmt: skip
         files.append((web, staged_web))
         assets.append(_web_asset(web, staged_web))
@@ -214,16 +219,10 @@ def _stage(
     return _Staged(staged_store, files, cogs, item_file, ql, web, outputs)
 
 
-def commit(tx: Transaction, manifest: Path, record: dict[str, Any]) -> None:
-    """The commit point: apply the transaction and write the day manifest (a seam for tests
-    that inject failures at the last step)."""
-    tx.commit(manifest, record)
-
-
-def write_web_mercator(tx: Transaction, final: Path, source: Path, compression: str) -> Path:
+def _stage_web_mercator(tx: Transaction, final: Path, source: Path, compression: str) -> Path:
     """Stage the Web-Mercator derivative of the staged soil-moisture COG ``source``."""
     staged = tx.stage_path(final)
-    _write_web_mercator(staged, source, "soil_moisture", compression)
+    write_web_mercator(staged, source, "soil_moisture", compression)
     _check_cog(staged, final)
     return staged
 
