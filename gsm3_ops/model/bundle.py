@@ -55,6 +55,9 @@ class BundleSpec:
         return GSM3Net(len(self.inputs), len(self.targets), self.hidden_size, self.dropout)
 
 
+PROVENANCE = ("training", "metrics", "code_version")  # recorded, not part of the bundle id
+
+
 @dataclass
 class Bundle:
     """A loaded bundle: the spec and one network per ensemble member (in eval mode)."""
@@ -82,7 +85,11 @@ def save_bundle(path: Path, spec: BundleSpec, members: list[GSM3Net]) -> Path:
         digest.update((tmp / f"member-{k}.safetensors").read_bytes())
     text = json.dumps(asdict(spec) | {"members": len(members)}, indent=2)
     (tmp / BUNDLE_JSON).write_text(text)
-    digest.update(text.encode())
+    # The id covers what shapes the outputs: weights, inputs, statistics, architecture. The
+    # provenance (resolved config with its paths, timings) is kept but not hashed, so the same
+    # model trained in two folders has the same id.
+    shaping = {k: v for k, v in asdict(spec).items() if k not in PROVENANCE}
+    digest.update(json.dumps(shaping | {"members": len(members)}, sort_keys=True).encode())
     (tmp / "bundle.id").write_text(digest.hexdigest()[:16] + "\n")
     if path.exists():
         shutil.rmtree(path)
