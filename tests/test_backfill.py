@@ -132,7 +132,7 @@ def test_provisional_day_is_flagged_then_replaced(tmp_path, monkeypatch):
 
     from gsm3_ops.publish.cog import cog_path
 
-    with rasterio.open(cog_path(tmp_path / "pub", str(END), "qf")) as src:
+    with rasterio.open(cog_path(tmp_path / "pub", str(END), "flag")) as src:
         flags = src.read(1)
     assert ((flags[flags != 255] & 2) == 2).all()  # provisional bit on every land cell
 
