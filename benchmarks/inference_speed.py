@@ -41,7 +41,7 @@ from gsm3_ops.cube import Cube
 from gsm3_ops.features import compute_stats
 from gsm3_ops.grid import M09, Window
 from gsm3_ops.inference.daily import DayPredictor
-from gsm3_ops.inference.engine import Engine
+from gsm3_ops.inference.engine import Engine, pick_device
 from gsm3_ops.inference.state import write_tile
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
@@ -71,8 +71,8 @@ def _domain(region: str | None) -> Window:
 
 def _config(args: argparse.Namespace) -> InferenceConfig:
     return InferenceConfig(
-        tile_size=args.tile_size, spinup_days=SPINUP, device="cpu", state_dtype=args.state_dtype,
-        memory_budget_gb=args.budget_gb,
+        tile_size=args.tile_size, spinup_days=SPINUP, device=args.device,
+        state_dtype=args.state_dtype, memory_budget_gb=args.budget_gb, autocast=args.autocast,
     )  # fmt: skip
 
 
@@ -172,15 +172,16 @@ def step_day(args: argparse.Namespace) -> dict:
 def window_throughput(args: argparse.Namespace) -> dict:
     """Window-mode cell-steps/s of the engine and of a bare nn.LSTM on the same batches."""
     bundle = load_bundle(args.work / "bundle")
-    engine = Engine(bundle, torch.device("cpu"), memory_budget_gb=args.budget_gb)
+    device = pick_device(args.device)
+    engine = Engine(bundle, device, memory_budget_gb=args.budget_gb, autocast=args.autocast)
     n_in = len(bundle.spec.inputs)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((args.window_cells, SPINUP, n_in), dtype=np.float32)
     batch = engine.cells_per_batch(SPINUP)
-    bare = torch.nn.LSTM(256, 256).eval()
-    # The bare LSTM's inputs are made up front: it is timed on the LSTM alone.
+    bare = torch.nn.LSTM(256, 256).eval().to(device)
+    # The bare LSTM's inputs are made up front, on the device: it is timed on the LSTM alone.
     seqs = [
-        torch.randn(SPINUP, min(batch, args.window_cells - lo), 256)
+        torch.randn(SPINUP, min(batch, args.window_cells - lo), 256, device=device)
         for lo in range(0, args.window_cells, batch)
     ]
     members = len(bundle.members)
@@ -191,10 +192,13 @@ def window_throughput(args: argparse.Namespace) -> dict:
         engine.advance(x, None)
         best["engine"] = max(best["engine"], steps / (time.perf_counter() - t))
         t = time.perf_counter()
-        with torch.inference_mode():
+        bf16 = args.autocast == "bfloat16"
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             for s in seqs:
                 for _ in range(members):
                     bare(s)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
         best["bare"] = max(best["bare"], steps / (time.perf_counter() - t))
     return {
         "window_cell_steps_per_s": round(best["engine"]),
@@ -212,6 +216,13 @@ def _cpu_name() -> str:
     return "unknown CPU"
 
 
+def _device_name(name: str) -> str:
+    device = pick_device(name)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, required=True, help="where to write the figures")
@@ -221,6 +232,8 @@ def main() -> None:
     p.add_argument("--state-dtype", choices=["float32", "bfloat16"], default="bfloat16")
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--budget-gb", type=float, default=InferenceConfig().memory_budget_gb)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--autocast", choices=["none", "bfloat16"], default="none")
     p.add_argument("--window-cells", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--phase", choices=["all", "step"], default="all", help=argparse.SUPPRESS)
@@ -242,8 +255,8 @@ def main() -> None:
         "n_cells": int(land.sum()),
         "members": args.members,
         **window,
-        "device": f"cpu: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} "
-        "torch threads",
+        "device": _device_name(args.device),
+        "autocast": args.autocast,
         "state_dtype": args.state_dtype,
         "tile_size": args.tile_size,
         "memory_budget_gb": args.budget_gb,
