@@ -10,6 +10,15 @@ from gsm3_ops.inference.engine import Engine
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one torch thread avoids spin-waiting on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> Engine:
     spec = BundleSpec(
