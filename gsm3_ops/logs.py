@@ -46,9 +46,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, never a stale stream."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+
 def setup_logging(quiet: bool = False, json_lines: bool = False) -> None:
     """Send log records to stderr, INFO and up (WARNING when ``quiet``), masked, as text or JSON."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.addFilter(RedactFilter())
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(HUMAN_FORMAT))
     root = logging.getLogger()
