@@ -15,7 +15,10 @@ does, and is scored on SMAP in m3/m3 (median over cells; p25 of R). The paper's
 hyperparameters are kept; the budget is ``--epochs`` hydroDL epochs per model (see
 docs/model.md for why it is what it is).
 
-    python -m benchmarks.conus_smap --json conus_smap.json
+    python -m benchmarks.conus_smap --json conus_smap.json [--report DIR]
+
+``--report DIR`` also renders the per-cell metrics as the standard evaluation report
+(docs/evaluation.md): the temporal and the spatial test, beside SMAP persistence.
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ from benchmarks.common import (
     training_config,
     write,
 )
+from gsm3_ops.config import PAPER_REGIONS, BoxConfig
+from gsm3_ops.evaluation.metrics import paired_metrics
+from gsm3_ops.evaluation.report import Report, report_from_site_metrics
 from gsm3_ops.features import Stats, assemble_inputs, compute_stats, denormalise, normalise
+from gsm3_ops.grid import M36
 from gsm3_ops.training.sampling import TrainingData
 from gsm3_ops.training.splits import kfold
 
@@ -117,10 +124,32 @@ def run_predict(net, d, cells, stats) -> np.ndarray:
     return denormalise(z, TARGET, stats, TRANSFORMS)
 
 
+def render_report(
+    out: Path, d: dict[str, np.ndarray], temporal: np.ndarray, spatial: np.ndarray, test: slice
+) -> Report:
+    """The test year's per-cell metrics of both models, and of yesterday's SMAP retrieval
+    carried forward (persistence, a floor any model must clear), as the evaluation report."""
+    obs = d[TARGET][test]
+    carried = pd.DataFrame(d[TARGET]).ffill().shift(1).to_numpy()[test]
+    metrics = {
+        "LSTM temporal": paired_metrics(temporal, obs),
+        "LSTM spatial": paired_metrics(spatial, obs),
+        "SMAP persistence": paired_metrics(carried, obs),
+    }
+    ids = [f"cell{k:03d}" for k in range(d["lat"].size)]
+    attrs = pd.DataFrame({n.lower(): d[n] for n in STATICS})
+    regions = {k: BoxConfig(**v) for k, v in PAPER_REGIONS.items()}
+    info = {"experiment": "conus_smap", "against": "SMAP L3 36 km AM", "period": "2016-04..2017-03"}
+    return report_from_site_metrics(
+        out, metrics, ids, d["lon"], d["lat"], regions, attrs, grid=M36, info=info
+    )
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--epochs", type=int, default=EPOCHS, help="hydroDL epochs per model")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--report", type=Path, default=None, help="also write the evaluation report")
     args = p.parse_args()
     t0 = time.perf_counter()
     d = load(fixtures_dir(), [TRAIN_YEAR, TEST_YEAR])
@@ -133,7 +162,8 @@ def main() -> None:
     everywhere = np.arange(n_cells)
     net, stats, info = fit(d, everywhere, train_days, args, "temporal")
     runs.append({"model": "temporal", **info})
-    temporal = score(run_predict(net, d, everywhere, stats)[test_days], obs[test_days])
+    temporal_pred = run_predict(net, d, everywhere, stats)
+    temporal = score(temporal_pred[test_days], obs[test_days])
 
     fold_of = kfold(n_cells, args.folds, args.seed)
     spatial_pred = np.full_like(obs, np.nan)
@@ -164,6 +194,11 @@ def main() -> None:
         "anchor": "Fang et al. 2017: test RMSE < 0.035 and R > 0.87 over 75 % of CONUS, with a "
         "land-surface-model soil-moisture input that these data lack",
     }
+    if args.report is not None:
+        report = render_report(
+            args.report, d, temporal_pred[test_days], spatial_pred[test_days], test_days
+        )
+        result["report"] = str(report.path / "report.md")
     write(args.json, result, t0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks import conus_smap, uscrn
@@ -19,6 +20,20 @@ def test_conus_files_are_cells_by_days_and_years_run_april_to_march(fixtures) ->
     # Kelvin air temperature is warmer in July (day 91 of the April year) than in January.
     t = d["TMP_2_FORA"]
     assert 250 < np.nanmean(t) < 300 and t[91].mean() > t[280].mean() + 10
+
+
+def test_conus_results_render_as_the_evaluation_report(fixtures, tmp_path) -> None:
+    d = conus_smap.load(fixtures, [2015, 2016])
+    test = slice(366, None)
+    obs = d["SMAP_AM"][test]
+    rng = np.random.default_rng(0)
+    good, noisy = obs + 0.01, obs + rng.normal(0, 0.05, obs.shape)  # stand-ins for the models
+    report = conus_smap.render_report(tmp_path / "rep", d, good, noisy, test)
+    table = pd.read_csv(report.tables["csv"])
+    assert set(table["model"]) == {"LSTM temporal", "LSTM spatial", "SMAP persistence"}
+    bias = table[(table["model"] == "LSTM temporal") & (table["metric"] == "Bias")]
+    assert bias["CONUS"].iloc[0] == pytest.approx(0.01, abs=1e-6)
+    assert (report.path / "report.md").is_file() and "map_r" in report.figures
 
 
 def test_conus_reader_refuses_a_transposed_file(tmp_path) -> None:
