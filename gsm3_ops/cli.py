@@ -97,8 +97,8 @@ def run(
     today = dt.date.today()
     try:
         dep = Deployment(settings)
-        day = day or dep.latest_day(today)
-        dep.check_day(day, today)
+        day = day or dep.latest_day(today, provisional)
+        dep.check_day(day, today, provisional)
         setup_logging(quiet, log_json)
         result = run_day(dep, day, progress=not quiet, provisional=provisional, force=force)
     except DayFailedError as exc:
@@ -197,7 +197,7 @@ def _daily_job(settings: Settings, provisional: bool) -> str:
     from gsm3_ops.ops.status import record_last_run
 
     dep = Deployment(settings)
-    day = dep.latest_day(dt.date.today())
+    day = dep.latest_day(dt.date.today(), provisional)
     try:
         result = run_day(dep, day, progress=False, provisional=provisional)
     except Exception as exc:

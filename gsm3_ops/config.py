@@ -116,6 +116,9 @@ class ModelConfig(_Strict):
     hidden_size: int = Field(256, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
     product_target: str = "insitu"
+    # A trained bundle to serve (`gsm3-ops train --out DIR`); none: `run` trains one for this
+    # configuration on first use and caches it under <data_root>/models.
+    bundle: Path | None = None
 
 
 class TrainingConfig(_Strict):

@@ -119,20 +119,30 @@ class Deployment:
         tile = self.settings.inference.tile_size
         return Cube.create(self.cube_path, self.grid, self.domain, c.start, c.end, tile)
 
-    def latest_day(self, today: dt.date) -> dt.date:
-        """The latest day the profile can serve as of ``today``."""
-        return self.source.latest_date(today)
+    def required_sources(self) -> list:
+        """The sources every published day needs: the synthetic world, or each configured
+        gridded source except SMAP (a training target, never an inference input)."""
+        if self.settings.sources.kind == "synthetic":
+            return [self.source]
+        return self.gridded_sources(tuple(n for n in self.settings.sources.gridded if n != "smap"))
 
-    def check_day(self, day: dt.date, today: dt.date) -> None:
+    def latest_day(self, today: dt.date, provisional: bool = False) -> dt.date:
+        """The latest day every required source can serve as of ``today`` (``provisional``:
+        the latest any of them serves; the late ones are then gap-filled and flagged)."""
+        latest = [src.latest_date(today) for src in self.required_sources()]
+        return max(latest) if provisional else min(latest)
+
+    def check_day(self, day: dt.date, today: dt.date, provisional: bool = False) -> None:
         """Raise :class:`RunError` when ``day`` cannot be produced."""
         s = self.settings
         lookback = s.inference.spinup_days
+        first_served = max(src.first_date() for src in self.required_sources())
         first = max(
             s.product.start,
-            self.source.first_date() + dt.timedelta(days=lookback),
+            first_served + dt.timedelta(days=lookback),
             s.cube.start + dt.timedelta(days=lookback),
         )
-        last = min(self.latest_day(today), s.cube.end)
+        last = min(self.latest_day(today, provisional), s.cube.end)
         if not first <= day <= last:
             raise RunError(
                 f"the {s.profile} profile can serve {first.isoformat()}..{last.isoformat()}, "

@@ -16,7 +16,7 @@ import numpy as np
 from gsm3_ops import __version__
 from gsm3_ops.cube import Cube
 from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
-from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.training.dataset import CellSet, build_training_data
 from gsm3_ops.training.splits import random_holdout
@@ -33,7 +33,7 @@ def bundle_key(dep: Deployment) -> str:
         "grid": s.grid,
         "region": s.region.model_dump() if s.region else None,
         "sources": s.sources.model_dump(),
-        "model": s.model.model_dump(),
+        "model": s.model.model_dump(exclude={"bundle"}),
         "training": s.training.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
@@ -88,7 +88,16 @@ def train_bundle(dep: Deployment, cube: Cube, out: Path, progress: bool = True) 
 
 
 def ensure_bundle(dep: Deployment, cube: Cube, progress: bool = True) -> Bundle:
-    """The cached bundle of this configuration, trained first when absent."""
+    """The configured bundle (``model.bundle``), else the cached bundle of this configuration,
+    trained first when absent."""
+    configured = dep.settings.model.bundle
+    if configured is not None:
+        if not (configured / "bundle.json").is_file():
+            raise RunError(
+                f"model.bundle {configured} holds no bundle.json: train one with "
+                f"`gsm3-ops train --config FILE --out {configured}`"
+            )
+        return load_bundle(configured)
     path = cached_bundle_path(dep)
     if not (path / "bundle.json").is_file():
         log.info("no cached model at %s: training one", path)
