@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gsm3_ops.inference.engine import Engine
+from gsm3_ops.inference.engine import CPU_MAX_BATCH_CELLS, Engine
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
 
 
@@ -67,6 +67,14 @@ def test_batch_size_follows_the_memory_budget_and_not_the_values(engine: Engine)
     want, (h_want, _) = Engine(engine.bundle, engine.device, batch_cells=50).advance(x, None)
     np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(h, h_want, atol=1e-6)
+
+
+def test_cpu_steps_run_in_cache_sized_batches(engine: Engine) -> None:
+    big = Engine(engine.bundle, torch.device("cpu"), memory_budget_gb=64.0)
+    assert big.cells_per_batch(1) == CPU_MAX_BATCH_CELLS  # not a whole tile at once
+    assert big.cells_per_batch(365) == CPU_MAX_BATCH_CELLS
+    small = Engine(engine.bundle, torch.device("cpu"), memory_budget_gb=0.0002)
+    assert small.cells_per_batch(1) < CPU_MAX_BATCH_CELLS  # the budget still binds
 
 
 def test_bf16_autocast_is_close_to_float32(engine: Engine) -> None:

@@ -27,6 +27,11 @@ States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
 # network's input (n_in each), the input layer's output (H), the LSTM's gate pre-activations
 # (4H) and output (H), and the heads (n_out); per cell once: h and c in and out, and copies.
 _STATE_FLOATS = 8
+# On CPU a one-day step runs about 1.6x faster per core in batches of 1-4 thousand cells than
+# in one batch of a whole 256 x 256 tile: the 4H gate activations of a few thousand cells stay
+# in cache (LSTMCell, hidden 256, measured on 2 AVX2 cores; docs/inference.md). GPUs are not
+# capped: they want the largest batch the budget allows.
+CPU_MAX_BATCH_CELLS = 4096
 
 
 def _cell_of(lstm: torch.nn.LSTM) -> torch.nn.LSTMCell:
@@ -68,7 +73,7 @@ class Engine:
         ``cpu`` or ``cuda``.
     batch_cells
         Cells per batch; None picks the largest batch whose activations fit
-        ``memory_budget_gb``.
+        ``memory_budget_gb`` (on CPU at most ``CPU_MAX_BATCH_CELLS``).
     memory_budget_gb
         Bytes (in GB) a batch may hold in activations, inputs and states.
     autocast
@@ -101,7 +106,8 @@ class Engine:
         h = spec.hidden_size
         per_day = 2 * len(spec.inputs) + 6 * h + len(spec.targets)
         per_cell = 4 * (n_days * per_day + _STATE_FLOATS * h)
-        return max(1, int(self.memory_budget_gb * 1e9) // per_cell)
+        n = max(1, int(self.memory_budget_gb * 1e9) // per_cell)
+        return min(n, CPU_MAX_BATCH_CELLS) if self.device.type == "cpu" else n
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast == "none":
