@@ -156,12 +156,14 @@ def _pass(
 
 
 def _step(
-    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States
+    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States, last: bool = False
 ) -> tuple[np.ndarray, States, np.ndarray]:
-    """One day from ``state``; the new state is rounded to the store's precision."""
+    """One day from ``state``. The new state is rounded to the store's precision when another
+    step follows (a replay continues as the daily run would, from what it stored); after the
+    ``last`` step it is only stored, and storing rounds it the same way."""
     x, gaps = _inputs(cube, engine, task.grid_window, task.land, day, day)
     out, state = engine.advance(x, state)
-    return out, quantise(state, task.cfg.state_dtype), gaps
+    return out, state if last else quantise(state, task.cfg.state_dtype), gaps
 
 
 def _save(task: TileTask, day: dt.date, state: States) -> None:
@@ -193,7 +195,7 @@ def run_tile(task: TileTask) -> TileResult:
                 d += ONE_DAY
         else:
             raise ValueError(f"unknown start kind {start.kind!r}")
-        out, state, gaps = _step(cube, engine, task, day, state)
+        out, state, gaps = _step(cube, engine, task, day, state, last=True)
         _save(task, day, state)
     mean, sd = engine.product(out)
     result = TileResult(
