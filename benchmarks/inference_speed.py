@@ -36,7 +36,7 @@ import xarray as xr
 
 from benchmarks.common import write
 from gsm3_ops import variables
-from gsm3_ops.config import InferenceConfig
+from gsm3_ops.config import ClusterConfig, InferenceConfig
 from gsm3_ops.cube import Cube
 from gsm3_ops.features import compute_stats
 from gsm3_ops.grid import M09, Window
@@ -45,6 +45,7 @@ from gsm3_ops.inference.engine import Engine, pick_device
 from gsm3_ops.inference.state import write_tile
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
+from gsm3_ops.ops.cluster import tile_runner
 from gsm3_ops.publish.cog import cog_path, write_cog
 from gsm3_ops.publish.layers import FLAG_FILL, FLAG_GAP_FILLED
 from gsm3_ops.publish.product import product_path, write_day
@@ -149,7 +150,11 @@ def step_day(args: argparse.Namespace) -> dict:
     start = predictor.plan(DAY)
     if start.kind != "stored":
         raise SystemExit(f"expected a stored previous-day state, got a {start.kind} start")
-    out = predictor.predict(DAY, start)
+    cluster = ClusterConfig()
+    if args.workers:  # dask gives each worker process one OpenMP (torch) thread by default
+        cluster = ClusterConfig(kind="local", n_workers=args.workers)
+    with tile_runner(cluster) as runner:
+        out = predictor.predict(DAY, start, runner)
     t1 = time.perf_counter()
     flags = np.where(out.gap_filled, FLAG_GAP_FILLED, 0).astype(np.uint8)
     flags[~land] = FLAG_FILL
@@ -234,6 +239,7 @@ def main() -> None:
     p.add_argument("--budget-gb", type=float, default=InferenceConfig().memory_budget_gb)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--autocast", choices=["none", "bfloat16"], default="none")
+    p.add_argument("--workers", type=int, default=0, help="tile tasks on N local dask workers")
     p.add_argument("--window-cells", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--phase", choices=["all", "step"], default="all", help=argparse.SUPPRESS)
@@ -260,6 +266,7 @@ def main() -> None:
         "state_dtype": args.state_dtype,
         "tile_size": args.tile_size,
         "memory_budget_gb": args.budget_gb,
+        "workers": args.workers or "in-process",
         "domain": "global 9 km (EASE2 M09)" if not args.region else args.region,
         "setup": setup_info,
         "load_average_before_step": load_before,
