@@ -57,10 +57,11 @@ def test_unknown_key_and_unreadable_file(roots) -> None:
     assert unreadable.exit_code == 2 and "cannot read config file" in unreadable.stderr
 
 
-def test_global_profile_says_real_sources_are_missing(roots) -> None:
+def test_global_profile_without_statics_says_how_to_ingest_them(roots) -> None:
     result = runner.invoke(app, ["run", "--profile", "global", "--date", "2021-01-01"])
-    assert result.exit_code == 2
-    assert "'real' sources" in result.stderr
+    assert result.exit_code == 2  # before any fetch: the real sources need their statics first
+    assert "lacks the static attributes" in result.stderr
+    assert "gsm3-ops ingest --source static" in result.stderr
 
 
 def test_train_writes_a_loadable_bundle(tmp_path, monkeypatch) -> None:

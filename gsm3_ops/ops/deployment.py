@@ -52,12 +52,12 @@ class Deployment:
 
     @cached_property
     def source(self) -> SyntheticSource:
-        """The configured source of every input."""
+        """The synthetic world that serves every input of a demo deployment."""
         cfg = self.settings.sources
         if cfg.kind != "synthetic":
             raise RunError(
-                "the 'real' sources (ERA5, IMERG, MSWEP, MODIS, SMAP, ISMN) are not available "
-                "in this version of gsm3-ops; use the demo profile (sources.kind: synthetic)"
+                "this needs the synthetic world (sources.kind: synthetic, the demo profile); "
+                "this deployment uses the real sources (gridded_sources, insitu_sources)"
             )
         return SyntheticSource(seed=cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
 
