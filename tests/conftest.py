@@ -23,3 +23,14 @@ def fixtures() -> Path:
     if not path.is_dir():
         pytest.skip(f"real-data fixtures not found at {path} (set GSM3_FIXTURES)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices: one torch thread avoids spin-waiting on a busy shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

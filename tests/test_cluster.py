@@ -6,21 +6,13 @@ import datetime as dt
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from gsm3_ops.config import ClusterConfig
 from gsm3_ops.ops.cluster import ClusterError, tile_runner
 from tests.test_inference_daily import make_world
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one torch thread avoids spin-waiting on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_local_cluster_gives_the_same_day_and_state_as_in_process(tmp_path) -> None:

@@ -9,14 +9,7 @@ import torch
 from gsm3_ops.inference.engine import CPU_MAX_BATCH_CELLS, Engine
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one torch thread avoids spin-waiting on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

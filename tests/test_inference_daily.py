@@ -84,13 +84,7 @@ def make_bundle(path: Path, spec: BundleSpec, members: int, seed: int) -> Bundle
     return load_bundle(save_bundle(path, spec, nets))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one torch thread avoids spin-waiting on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
