@@ -44,7 +44,6 @@ from benchmarks.conus_smap import (
 from gsm3_ops import variables
 from gsm3_ops.features import compute_stats, denormalise, normalise
 from gsm3_ops.inference.engine import Engine
-from gsm3_ops.inference.state import quantise
 from gsm3_ops.model.bundle import Bundle, load_bundle, save_bundle
 from gsm3_ops.training.sampling import TrainingData
 from gsm3_ops.training.trainer import train_ensemble
@@ -90,12 +89,10 @@ def soil_moisture(engine: Engine, out: np.ndarray) -> np.ndarray:
 
 def step_series(engine: Engine, x: np.ndarray, first: int, n_days: int, dtype: str) -> np.ndarray:
     """(days, cells) from a cold start before ``first`` then one step a day."""
-    _, state = engine.advance(x[:, first - (SPINUP - 1) : first], None)
-    state = quantise(state, dtype)
+    _, state = engine.advance(x[:, first - (SPINUP - 1) : first], None, dtype)
     out = np.empty((n_days, x.shape[0]), np.float32)
     for k in range(n_days):
-        o, state = engine.advance(x[:, first + k : first + k + 1], state)
-        state = quantise(state, dtype)
+        o, state = engine.advance(x[:, first + k : first + k + 1], state, dtype)
         out[k] = soil_moisture(engine, o)
     return out
 

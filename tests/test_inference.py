@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gsm3_ops.inference.engine import CPU_MAX_BATCH_CELLS, Engine
+from gsm3_ops.inference.state import quantise, stored
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,3 +95,20 @@ def test_one_day_step_equals_the_networks_lstm(engine: Engine) -> None:
             np.testing.assert_allclose(out[m], y[0].numpy(), atol=1e-6)
             np.testing.assert_allclose(h[m], h_ref[0].numpy(), atol=1e-6)
             np.testing.assert_allclose(c[m], c_ref[0].numpy(), atol=1e-6)
+
+
+def test_bf16_states_go_in_and_out_as_the_stores_bits(engine: Engine) -> None:
+    """The engine rounds each batch's new state to bf16 bits itself, exactly as storing a
+    float32 state would, and takes those bits back as the same values."""
+    x = np.random.default_rng(6).normal(size=(20, 1, 3)).astype(np.float32)
+    rng = np.random.default_rng(7)
+    state32 = tuple(rng.normal(size=(3, 20, 8)).astype(np.float32) for _ in "hc")
+    bits = tuple(stored(a, "bfloat16") for a in state32)
+    out_bits, new_bits = engine.advance(x, bits, "bfloat16")
+    out_ref, new_ref = engine.advance(x, quantise(state32, "bfloat16"))
+    np.testing.assert_array_equal(out_bits, out_ref)  # bits in == rounded float32 in
+    for got, want in zip(new_bits, new_ref, strict=True):
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(got, stored(want, "bfloat16"))  # same rounding
+    with pytest.raises(ValueError, match="state_dtype"):
+        engine.advance(x, None, "float16")

@@ -34,7 +34,7 @@ STATE_FORMAT = 2
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHUNK_ELEMENTS = 1 << 24  # ~64 MB float32 per chunk: large sequential writes, bounded copies
 
-States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden) float32
+States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
 
 
 class StateError(RuntimeError):
@@ -67,37 +67,43 @@ def tile_key(row0: int, col0: int) -> str:
     return f"r{row0:05d}c{col0:05d}"
 
 
-def quantise(state: States, dtype: str) -> States:
-    """``state`` as it reads back after storing at ``dtype`` (bfloat16 rounds to nearest)."""
+def stored(a: np.ndarray, dtype: str) -> np.ndarray:
+    """``a`` (float32, or already stored) in its stored form: float32, or for ``bfloat16`` the
+    uint16 bit pattern of each value rounded to nearest even (torch's rounding, vectorised)."""
     if dtype == "float32":
-        return state
-    return tuple(_from_bf16(_to_bf16(a)) for a in state)  # type: ignore[return-value]
+        return np.asarray(a, dtype=np.float32)
+    if a.dtype == np.uint16:
+        return a
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
+    return t.view(torch.int16).numpy().view(np.uint16)
 
 
-def _to_bf16(a: np.ndarray) -> np.ndarray:
-    # torch rounds to nearest even and is vectorised and threaded; the bits go out as uint16.
-    bits = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
-    return bits.view(torch.int16).numpy().view(np.uint16)
-
-
-def _from_bf16(bits: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(bits).view(np.int16)).view(torch.bfloat16)
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """A stored state array (float32, or bfloat16 bits as uint16) as float32 values."""
+    if a.dtype != np.uint16:
+        return np.asarray(a, dtype=np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
     return t.to(torch.float32).numpy()
 
 
+def quantise(state: States, dtype: str) -> States:
+    """``state`` (float32) as it reads back after storing at ``dtype``, as float32."""
+    return tuple(as_float32(stored(a, dtype)) for a in state)  # type: ignore[return-value]
+
+
 def write_tile(group: Path, key: str, state: States, dtype: str) -> None:
-    """Write one tile's h and c (member, cells, hidden) into the date group at ``group``."""
-    h, c = state
+    """Write one tile's h and c (member, cells, hidden), float32 or already in the stored form
+    of ``dtype``, into the date group at ``group``. h and c go in as they are, one chunk row
+    each, so nothing is stacked or converted again when the engine already stored them."""
+    h, c = (stored(a, dtype) for a in state)
     members, n_cells, hidden = h.shape
-    stacked = np.stack([h, c])
-    data = _to_bf16(stacked) if dtype == "bfloat16" else stacked.astype(np.float32, copy=False)
-    cells_chunk = max(1, min(n_cells, _CHUNK_ELEMENTS // (2 * members * hidden)))
+    cells_chunk = max(1, min(n_cells, _CHUNK_ELEMENTS // (members * hidden)))
     arr = zarr.create_array(
         zarr.storage.LocalStore(group),
         name=key,
-        shape=data.shape,
-        chunks=(2, members, cells_chunk, hidden),
-        dtype=data.dtype,
+        shape=(2, members, n_cells, hidden),
+        chunks=(1, members, cells_chunk, hidden),
+        dtype=h.dtype,
         fill_value=0,
         compressors=None,  # states are noise to a compressor; raw chunks write at disk speed
         dimension_names=("state", "member", "cell", "hidden"),
@@ -105,11 +111,13 @@ def write_tile(group: Path, key: str, state: States, dtype: str) -> None:
         config={"write_empty_chunks": True},  # skip the all-fill scan of every chunk
         overwrite=True,
     )
-    arr[...] = data
+    arr[0] = h
+    arr[1] = c
 
 
 def read_tile(group: Path, key: str, n_cells: int) -> States:
-    """h and c (member, cells, hidden) float32 of one tile from the date group at ``group``."""
+    """h and c (member, cells, hidden) of one tile from the date group at ``group``, in their
+    stored form (float32, or bfloat16 bits as uint16: see :func:`as_float32`)."""
     try:
         arr = zarr.open_array(zarr.storage.LocalStore(group, read_only=True), path=key, mode="r")
     except FileNotFoundError:
@@ -119,8 +127,6 @@ def read_tile(group: Path, key: str, n_cells: int) -> States:
             f"state {group.name} tile {key} holds {arr.shape[2]} cells, the land mask {n_cells}"
         )
     data = arr[...]
-    if arr.attrs.get("state_dtype") == "bfloat16":
-        data = _from_bf16(data)
     return data[0], data[1]
 
 
@@ -185,7 +191,7 @@ class StateStore:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def load(self, day: dt.date, key: str, n_cells: int) -> States:
-        """h and c of one tile for ``day`` (float32, whatever the stored precision)."""
+        """h and c of one tile for ``day``, in their stored form (see :func:`read_tile`)."""
         return read_tile(self.group(day), key, n_cells)
 
     def checkpoints(self, every: str = "month") -> list[dt.date]:

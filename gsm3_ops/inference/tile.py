@@ -29,7 +29,7 @@ from gsm3_ops.cube import Cube
 from gsm3_ops.features import assemble_inputs, missing_input_mask
 from gsm3_ops.grid import Window
 from gsm3_ops.inference.engine import Engine, States, pick_device
-from gsm3_ops.inference.state import quantise, read_tile, tile_key, write_tile
+from gsm3_ops.inference.state import read_tile, tile_key, write_tile
 from gsm3_ops.model.bundle import load_bundle
 
 ONE_DAY = dt.timedelta(days=1)
@@ -129,13 +129,15 @@ def _pass(
     cube: Cube, engine: Engine, task: TileTask, start: dt.date, end: dt.date
 ) -> tuple[np.ndarray, States, np.ndarray]:
     """Run ``start..end`` from a zero state over the tile, in bands of rows that fit the memory
-    budget; return the last day's outputs, the end state and the last day's forcing gaps."""
+    budget; return the last day's outputs, the end state (stored form) and the last day's
+    forcing gaps."""
     land, win = task.land, task.grid_window
     n_cells, n_days = int(land.sum()), (end - start).days + 1
     spec = engine.bundle.spec
     members, hidden = len(engine.bundle.members), spec.hidden_size
     out = np.empty((members, n_cells, len(spec.targets)), dtype=np.float32)
-    h = np.empty((members, n_cells, hidden), dtype=np.float32)
+    dtype = task.cfg.state_dtype
+    h = np.empty((members, n_cells, hidden), dtype=np.uint16 if dtype == "bfloat16" else np.float32)
     c = np.empty_like(h)
     gaps = np.empty(n_cells, dtype=bool)
     band = _rows_per_band(engine, n_days, win.n_cols)
@@ -148,7 +150,7 @@ def _pass(
             continue
         sub = Window(win.row0 + rows.start, win.col0, rows.stop - rows.start, win.n_cols)
         x, g = _inputs(cube, engine, sub, band_land, start, end)
-        o, (hb, cb) = engine.advance(x, None)
+        o, (hb, cb) = engine.advance(x, None, dtype)
         cells = slice(lo, lo + n)
         out[:, cells], h[:, cells], c[:, cells], gaps[cells] = o, hb, cb, g
         lo += n
@@ -156,14 +158,13 @@ def _pass(
 
 
 def _step(
-    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States, last: bool = False
+    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States
 ) -> tuple[np.ndarray, States, np.ndarray]:
-    """One day from ``state``. The new state is rounded to the store's precision when another
-    step follows (a replay continues as the daily run would, from what it stored); after the
-    ``last`` step it is only stored, and storing rounds it the same way."""
+    """One day from ``state``; the new state comes back in the store's form, so a replay
+    continues from exactly what the daily run stored."""
     x, gaps = _inputs(cube, engine, task.grid_window, task.land, day, day)
-    out, state = engine.advance(x, state)
-    return out, state if last else quantise(state, task.cfg.state_dtype), gaps
+    out, state = engine.advance(x, state, task.cfg.state_dtype)
+    return out, state, gaps
 
 
 def _save(task: TileTask, day: dt.date, state: States) -> None:
@@ -182,7 +183,6 @@ def run_tile(task: TileTask) -> TileResult:
         prev = day - ONE_DAY
         if start.kind == "cold":
             _, state, _ = _pass(cube, engine, task, start.first_input, prev)
-            state = quantise(state, task.cfg.state_dtype)
             _save(task, prev, state)
         elif start.kind in ("stored", "replay"):
             if start.base is None or task.state_path is None:
@@ -195,7 +195,7 @@ def run_tile(task: TileTask) -> TileResult:
                 d += ONE_DAY
         else:
             raise ValueError(f"unknown start kind {start.kind!r}")
-        out, state, gaps = _step(cube, engine, task, day, state, last=True)
+        out, state, gaps = _step(cube, engine, task, day, state)
         _save(task, day, state)
     mean, sd = engine.product(out)
     result = TileResult(
