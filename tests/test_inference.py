@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gsm3_ops.inference.engine import CPU_MAX_BATCH_CELLS, Engine
+from gsm3_ops.inference.engine import CPU_MAX_BATCH_CELLS, CPU_TIME_BLOCK_DAYS, Engine
 from gsm3_ops.inference.state import quantise, stored
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
 
@@ -112,3 +112,13 @@ def test_bf16_states_go_in_and_out_as_the_stores_bits(engine: Engine) -> None:
         np.testing.assert_array_equal(got, stored(want, "bfloat16"))  # same rounding
     with pytest.raises(ValueError, match="state_dtype"):
         engine.advance(x, None, "float16")
+
+
+def test_cpu_sequences_in_time_blocks_equal_one_pass_of_the_network(engine: Engine) -> None:
+    days = 2 * CPU_TIME_BLOCK_DAYS + 4  # two whole blocks and a short one
+    x = np.random.default_rng(8).normal(size=(9, days, 3)).astype(np.float32)
+    series = engine.series(x)
+    with torch.no_grad():
+        for m, net in enumerate(engine.bundle.members):
+            y, _ = net(torch.from_numpy(x.transpose(1, 0, 2).copy()))
+            np.testing.assert_allclose(series[m], y.numpy(), atol=1e-6)
