@@ -18,6 +18,7 @@ import torch
 
 from gsm3_ops import variables
 from gsm3_ops.features import denormalise
+from gsm3_ops.inference.state import state_array, state_tensor, stored_dtype
 from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.model.network import GSM3Net
 
@@ -57,23 +58,6 @@ def _cell_step(
     hx = None if state is None else (state[0][0], state[1][0])
     h, c = cell(torch.relu(net.linear_in(x[0])), hx)
     return net.linear_out(h)[None], (h[None], c[None])
-
-
-def _state_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A float32 tensor (1, cells, hidden) on ``device`` of a state batch (float32 or bf16
-    bits); bf16 crosses to the device at half the bytes and widens there."""
-    if a.dtype == np.uint16:
-        t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
-    else:
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return t.to(device).float()[None]
-
-
-def _state_array(t: torch.Tensor, bf16: bool) -> np.ndarray:
-    """A state batch tensor (cells, hidden) on the host as float32, or rounded to bf16 bits."""
-    if bf16:
-        return t.to(torch.bfloat16).view(torch.int16).cpu().numpy().view(np.uint16)
-    return t.float().cpu().numpy()
 
 
 def _blocked(
@@ -164,7 +148,10 @@ class Engine:
             for m, net in enumerate(self.bundle.members):
                 s = None
                 if state is not None:
-                    s = tuple(_state_tensor(a[m, cells], self.device) for a in state)
+                    # bf16 bits cross to the device at half the bytes and widen there
+                    s = tuple(
+                        state_tensor(a[m, cells]).to(self.device).float()[None] for a in state
+                    )
                 with self._autocast():
                     if self._cells is not None and n_days == 1:
                         y, (h, c) = _cell_step(net, self._cells[m], xb, s)
@@ -187,16 +174,15 @@ class Engine:
         """
         if state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"state_dtype must be float32 or bfloat16, not {state_dtype!r}")
-        bf16 = state_dtype == "bfloat16"
         n_members, n_cells = len(self.bundle.members), x.shape[0]
         out = np.empty((n_members, n_cells, len(self.bundle.spec.targets)), dtype=np.float32)
         shape = (n_members, n_cells, self.bundle.spec.hidden_size)
-        h_out = np.empty(shape, dtype=np.uint16 if bf16 else np.float32)
+        h_out = np.empty(shape, dtype=stored_dtype(state_dtype))
         c_out = np.empty_like(h_out)
         for m, cells, y, h, c in self._runs(x, state):
             out[m, cells] = y[-1].float().cpu().numpy()
-            h_out[m, cells] = _state_array(h[0], bf16)
-            c_out[m, cells] = _state_array(c[0], bf16)
+            h_out[m, cells] = state_array(h[0], state_dtype)
+            c_out[m, cells] = state_array(c[0], state_dtype)
         return out, (h_out, c_out)
 
     @torch.inference_mode()

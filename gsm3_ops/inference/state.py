@@ -67,23 +67,37 @@ def tile_key(row0: int, col0: int) -> str:
     return f"r{row0:05d}c{col0:05d}"
 
 
-def stored(a: np.ndarray, dtype: str) -> np.ndarray:
-    """``a`` (float32, or already stored) in its stored form: float32, or for ``bfloat16`` the
-    uint16 bit pattern of each value rounded to nearest even (torch's rounding, vectorised)."""
-    if dtype == "float32":
-        return np.asarray(a, dtype=np.float32)
+def stored_dtype(dtype: str) -> type:
+    """The numpy dtype a state of precision ``dtype`` is held in (uint16 bits for bfloat16)."""
+    return np.uint16 if dtype == "bfloat16" else np.float32
+
+
+def state_tensor(a: np.ndarray) -> torch.Tensor:
+    """A stored state array as a CPU tensor, without a copy when contiguous: bfloat16 over
+    uint16 bits, float32 otherwise."""
     if a.dtype == np.uint16:
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def state_array(t: torch.Tensor, dtype: str) -> np.ndarray:
+    """A state tensor (any device) on the host in ``dtype``'s stored form: float32, or for
+    ``bfloat16`` each value rounded to nearest even (torch's rounding), as uint16 bits."""
+    if dtype == "bfloat16":
+        return t.to(torch.bfloat16).view(torch.int16).cpu().numpy().view(np.uint16)
+    return t.float().cpu().numpy()
+
+
+def stored(a: np.ndarray, dtype: str) -> np.ndarray:
+    """``a`` (float32, or already stored) in its stored form for ``dtype``."""
+    if dtype == "bfloat16" and a.dtype == np.uint16:
         return a
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
-    return t.view(torch.int16).numpy().view(np.uint16)
+    return state_array(state_tensor(a), dtype)
 
 
 def as_float32(a: np.ndarray) -> np.ndarray:
     """A stored state array (float32, or bfloat16 bits as uint16) as float32 values."""
-    if a.dtype != np.uint16:
-        return np.asarray(a, dtype=np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
-    return t.to(torch.float32).numpy()
+    return state_tensor(a).float().numpy()
 
 
 def quantise(state: States, dtype: str) -> States:

@@ -29,7 +29,7 @@ from gsm3_ops.cube import Cube
 from gsm3_ops.features import assemble_inputs, missing_input_mask
 from gsm3_ops.grid import Window
 from gsm3_ops.inference.engine import Engine, States, pick_device
-from gsm3_ops.inference.state import read_tile, tile_key, write_tile
+from gsm3_ops.inference.state import read_tile, stored_dtype, tile_key, write_tile
 from gsm3_ops.model.bundle import load_bundle
 
 ONE_DAY = dt.timedelta(days=1)
@@ -137,7 +137,7 @@ def _pass(
     members, hidden = len(engine.bundle.members), spec.hidden_size
     out = np.empty((members, n_cells, len(spec.targets)), dtype=np.float32)
     dtype = task.cfg.state_dtype
-    h = np.empty((members, n_cells, hidden), dtype=np.uint16 if dtype == "bfloat16" else np.float32)
+    h = np.empty((members, n_cells, hidden), dtype=stored_dtype(dtype))
     c = np.empty_like(h)
     gaps = np.empty(n_cells, dtype=bool)
     band = _rows_per_band(engine, n_days, win.n_cols)
