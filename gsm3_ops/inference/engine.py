@@ -18,13 +18,9 @@ import torch
 
 from gsm3_ops import variables
 from gsm3_ops.features import denormalise
-from gsm3_ops.inference.state import state_array, state_tensor, stored_dtype
+from gsm3_ops.inference.state import States, state_array, state_tensor, stored_dtype
 from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.model.network import GSM3Net
-
-# h and c, each (member, cells, hidden): float32, or bfloat16 bit patterns as uint16 (the
-# state store's forms; each batch converts its own rows, in cache, on the device).
-States = tuple[np.ndarray, np.ndarray]
 
 # float32 values held per cell and day while a batch runs: the time-major input copy and the
 # network's input (n_in each), the input layer's output (H), the LSTM's gate pre-activations

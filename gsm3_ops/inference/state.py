@@ -34,7 +34,8 @@ STATE_FORMAT = 2
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHUNK_ELEMENTS = 1 << 24  # ~64 MB float32 per chunk: large sequential writes, bounded copies
 
-States = tuple[np.ndarray, np.ndarray]  # h and c, each (member, cells, hidden)
+# h and c, each (member, cells, hidden): float32, or bfloat16 bit patterns as uint16.
+States = tuple[np.ndarray, np.ndarray]
 
 
 class StateError(RuntimeError):
