@@ -10,7 +10,7 @@ import pytest
 
 from gsm3_ops.grid import M09, M36, Window
 from gsm3_ops.sources.base import DateNotServedError, Source
-from gsm3_ops.sources.synthetic import SyntheticSource
+from gsm3_ops.sources.synthetic import SyntheticSource, site_depth_weight
 from gsm3_ops.sources.synthetic_land import (
     F32,
     aspect_factor,
@@ -54,7 +54,7 @@ def test_interface(src):
     assert src.first_date() == D(2001, 1, 1)
     assert src.latest_date(D(2024, 5, 10)) == D(2024, 5, 9)
     assert SyntheticSource(latency_days=3).latest_date(D(2024, 5, 10)) == D(2024, 5, 7)
-    assert src.version(D(2020, 1, 1)) == "synthetic-v1-seed42"
+    assert src.version(D(2020, 1, 1)) == "synthetic-v2-seed42"
 
 
 def test_pickles_without_its_caches():
@@ -125,7 +125,7 @@ def test_subwindow_and_subrange_are_bit_identical():
     t = slice(40, 51)
     for name in FORCINGS:
         assert _same(a[name].values[t, r, c], b[name].values), name
-    for fn in (big.truth, big.smap):
+    for fn in (big.truth, big.skin, big.smap):
         whole = fn(M09, HIGHLANDS, D(2003, 1, 1), D(2003, 3, 31)).values[t, r, c]
         part = getattr(small, fn.__name__)(M09, sub, D(2003, 2, 10), D(2003, 2, 20)).values
         assert _same(whole, part), fn.__name__
@@ -200,6 +200,60 @@ def test_smap_is_noisy_gappy_and_every_two_to_three_days(highlands):
     assert np.isin(intervals, (2, 3)).mean() > 0.6
 
 
+def test_the_skin_smap_senses_wets_more_and_dries_back_faster(src, highlands):
+    st = src.static(M09, HIGHLANDS)
+    truth = highlands[1].values
+    skin = src.skin(M09, HIGHLANDS, D(2002, 1, 1), D(2007, 12, 31)).values
+    land = np.isfinite(truth[0])
+    t, s = truth[:, land], skin[:, land]
+    soil = soil_params(
+        *(st[n].values[land] for n in ("sand", "clay", "silt", "bulk_density", "ndvi"))
+    )
+    assert (s >= soil.res - 1e-6).all() and (s <= soil.porosity + 1e-6).all()
+    # Larger day-to-day changes, about the same mean, closely but not fully correlated.
+    ratio = np.std(np.diff(s, axis=0), axis=0) / np.std(np.diff(t, axis=0), axis=0)
+    assert 1.8 < np.median(ratio) < 3.0
+    assert abs(np.mean(s - t)) < 0.01
+    r = np.array([np.corrcoef(t[:, k], s[:, k])[0, 1] for k in range(t.shape[1])])
+    assert 0.75 < np.median(r) < 0.95
+    # After a wet day the skin has lost a larger share of its gain two days later.
+    wet = (np.diff(t, axis=0) > 0.05) & (np.diff(s, axis=0) > 0.05)  # skin not at porosity
+    k, c = np.nonzero(wet[:-2])
+    gain_t, gain_s = t[k + 1, c] - t[k, c], s[k + 1, c] - s[k, c]
+    kept_t, kept_s = (t[k + 3, c] - t[k, c]) / gain_t, (s[k + 3, c] - s[k, c]) / gain_s
+    assert k.size > 50 and np.median(kept_s) < np.median(kept_t) - 0.1
+
+
+def test_smap_follows_the_skin_rather_than_the_truth(src, highlands):
+    truth, smap = highlands[1].values, highlands[2].values
+    skin = src.skin(M09, HIGHLANDS, D(2002, 1, 1), D(2007, 12, 31)).values
+    closer = []
+    for k in np.flatnonzero(np.isfinite(smap).sum(axis=0).ravel() > 100):
+        r, c = np.unravel_index(k, smap.shape[1:])
+        ok = np.isfinite(smap[:, r, c])
+        cs, ct = (np.corrcoef(smap[ok, r, c], v[ok, r, c])[0, 1] for v in (skin, truth))
+        closer.append(cs > ct)
+    assert len(closer) > 50 and np.mean(closer) > 0.9
+
+
+def test_each_site_reads_its_own_depth(src):
+    start, end = D(2003, 1, 1), D(2006, 12, 31)
+    ins = src.insitu(M09, DEMO, start, end)
+    r, c = ins.row.values - DEMO.row0, ins.col.values - DEMO.col0
+    truth = src.truth(M09, DEMO, start, end).values[:, r, c].T
+    skin = src.skin(M09, DEMO, start, end).values[:, r, c].T
+    # Day-to-day changes remove the slow site noise; regress the site's on the skin's.
+    dy, dt_, ds = (np.diff(v, axis=1) for v in (ins.values, truth, skin))
+    slopes = []
+    for y, t, s in zip(dy, dt_, ds, strict=True):
+        ok = np.isfinite(y)
+        a = np.c_[t[ok], s[ok] - t[ok]]
+        slopes.append(np.linalg.lstsq(a, y[ok], rcond=None)[0][1])
+    weight = site_depth_weight(42, ins.row.values, ins.col.values)
+    assert len(slopes) > 20 and 0.15 < np.std(weight) < 0.45
+    assert np.corrcoef(slopes, weight)[0, 1] > 0.8
+
+
 def test_site_density_and_table(src):
     sites = src.sites(M09, DEMO)
     n_land = M09.land_mask(DEMO).sum()
@@ -269,7 +323,7 @@ def test_sandy_soil_and_equator_facing_slopes_dry_faster():
     assert equator[0] > pole[0]
 
 
-@pytest.mark.parametrize("method", ["forcing", "smap", "truth", "insitu"])
+@pytest.mark.parametrize("method", ["forcing", "smap", "truth", "skin", "insitu"])
 def test_bad_ranges_are_refused(src, method):
     fn = getattr(src, method)
     with pytest.raises(DateNotServedError, match="2005-01-02"):

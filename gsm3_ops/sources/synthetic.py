@@ -34,7 +34,7 @@ from gsm3_ops.sources.synthetic_world import (
 from gsm3_ops.variables import FEATURE_SETS, PRODUCT_RANGE, PRODUCT_UNITS, REGISTRY
 
 FORCINGS, STATICS = FEATURE_SETS["gsm3"]
-VERSION = "synthetic-v1"
+VERSION = "synthetic-v2"  # v2: SMAP senses a faster skin, sites their own depth
 REFERENCE_PERIOD = (dt.date(2015, 1, 1), dt.date(2019, 12, 31))  # for the long-term means
 LONG_TERM_MEANS = {
     "lst_day_mean": "lst_day",
@@ -75,6 +75,9 @@ class Products:
 
     def _truth(self) -> np.ndarray:
         return self.b.truth
+
+    def _skin(self) -> np.ndarray:
+        return self.w.skin_layer(self.b.truth, self.b.skin)
 
     def _rel(self) -> np.ndarray:
         """Relative saturation 0..1 of the truth: what drives humidity, LST and albedo."""
@@ -202,19 +205,30 @@ class Products:
         return (phase < width) & ~gap
 
     def _smap_expected(self) -> np.ndarray:
-        return self.w.smap_bias + self.w.smap_gain * self.b.truth
+        return self.w.smap_bias + self.w.smap_gain * self.get("skin")
 
     def _smap(self) -> np.ndarray:
         w = self.w
         noise = F32(0.04) * normal_fast(w.cell_hash("smap_noise", self.days))
-        value = np.clip(w.smap_bias + w.smap_gain * self.b.truth + noise, 0, OBS_MAX)
+        value = np.clip(self.get("smap_expected") + noise, 0, OBS_MAX)
         return np.where(self.smap_seen(), value, F32(np.nan))
 
 
-def insitu_values(seed: int, truth: np.ndarray, days: np.ndarray, rows, cols) -> np.ndarray:
-    """(days, sites) in-situ series: the truth at each site's cell with a site gain and bias,
-    slow (autocorrelated) and white noise, missing days and outages, clipped."""
+def site_depth_weight(seed: int, rows, cols) -> np.ndarray:
+    """How far towards the skin (1) or below the nominal layer (< 0) each site's sensor reads:
+    installation depth and probe geometry vary from site to site around the nominal 5 cm."""
+    return np.clip(0.3 * normal(hash_keys(seed, "site_depth", 0, rows, cols)), -0.8, 0.8)
+
+
+def insitu_values(
+    seed: int, truth: np.ndarray, skin: np.ndarray, bounds, days: np.ndarray, rows, cols
+) -> np.ndarray:
+    """(days, sites) in-situ series: the layer each site's sensor reads (between the truth and
+    the ``skin`` by its depth weight, within the soil's ``bounds`` (res, porosity)) with a site
+    gain and bias, slow (autocorrelated) and white noise, missing days and outages, clipped."""
     rows, cols = np.asarray(rows)[None, :], np.asarray(cols)[None, :]
+    layer = truth + site_depth_weight(seed, rows, cols) * (skin - truth)
+    truth = np.clip(layer, *(np.asarray(b)[None, :] for b in bounds))
     bias = 0.03 * normal(hash_keys(seed, "site_bias", 0, rows, cols))
     gain = 1 + 0.08 * normal(hash_keys(seed, "site_gain", 0, rows, cols))
     # Slow noise: node values every 6 days, linearly interpolated (variance-preserving).
@@ -357,6 +371,15 @@ class SyntheticSource:
             self._window(grid, window), values, "truth", PRODUCT_UNITS, start, end
         )
 
+    def skin(self, grid: EaseGrid, window: Window, start, end) -> xr.DataArray:
+        """The hidden soil moisture of the skin SMAP senses (time, y, x), for evaluation only:
+        it wets more after rain and dries back faster than the truth."""
+        start, end = self._check(start, end)
+        values = self._series(grid, window, start, end, ("skin",))["skin"]
+        return self._grid_array(
+            self._window(grid, window), values, "skin", PRODUCT_UNITS, start, end
+        )
+
     def sites(self, grid: EaseGrid, window: Window) -> pd.DataFrame:
         """In-situ sites in the window (about one per 150 land cells), sorted by id."""
         w = self._window(grid, window)
@@ -384,10 +407,13 @@ class SyntheticSource:
         w = self._window(grid, window)
         r = (table["row"].to_numpy() - w.world.rows[0]).astype(np.intp)
         c = (table["col"].to_numpy() - w.world.cols[0]).astype(np.intp)
-        truth = self._series(grid, window, start, end, ("truth",), cells=(r, c))["truth"]
+        series = self._series(grid, window, start, end, ("truth", "skin"), cells=(r, c))
         i0 = (start - EPOCH).days
-        days = np.arange(i0, i0 + truth.shape[0])
-        values = insitu_values(self.seed, truth, days, table["row"], table["col"]).T
+        days = np.arange(i0, i0 + series["truth"].shape[0])
+        bounds = (w.world.soil.res[r, c], w.world.soil.porosity[r, c])
+        values = insitu_values(
+            self.seed, series["truth"], series["skin"], bounds, days, table["row"], table["col"]
+        ).T
         coords = {"site": table["site"].to_numpy(), "time": _times(start, end)}
         coords |= {
             k: ("site", table[k].to_numpy())
@@ -457,7 +483,9 @@ class SyntheticSource:
         land = w.land if cells is None else w.land[cells]
         for n, arr in out.items():
             lo, hi = (
-                PRODUCT_RANGE if n == "truth" else (REGISTRY[n].valid_min, REGISTRY[n].valid_max)
+                PRODUCT_RANGE
+                if n in ("truth", "skin")
+                else (REGISTRY[n].valid_min, REGISTRY[n].valid_max)
             )
             np.clip(arr, lo, hi, out=arr)
             arr[:, ~land] = np.nan

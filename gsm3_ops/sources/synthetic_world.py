@@ -38,6 +38,10 @@ FIRST_SERVED = dt.date(2001, 1, 1)  # ... before the first served day
 CHUNK_DAYS = 32  # days simulated per vectorised block
 CHECKPOINT_EVERY = 8  # keep the water-balance state every this many chunks
 DEPTH_MM = 100.0  # effective depth of the surface store (0-5 cm coupled to the layer below)
+# The skin SMAP senses (the top 2-3 cm): the same daily change as the store, concentrated in
+# SKIN_DEPTH_MM of water, and half of its departure from the store gone a day later.
+SKIN_DEPTH_MM = 40.0
+SKIN_KEEP = 0.5
 
 # ------------------------------------------------------------------ counter-based random numbers
 
@@ -159,10 +163,12 @@ def static_field(seed: int, stream: str, spacing: float, ylat, xlon) -> np.ndarr
 
 @dataclass(frozen=True)
 class Block:
-    """CHUNK_DAYS days of one window: the weather, the truth and the vegetation greenness."""
+    """CHUNK_DAYS days of one window: the weather, the truth, the skin's departure from it
+    and the vegetation greenness."""
 
     weather: dict[str, np.ndarray]
     truth: np.ndarray  # (days, rows, cols) surface soil moisture, m3/m3
+    skin: np.ndarray  # (days, rows, cols) skin minus truth before clipping, m3/m3
     green: np.ndarray  # (days, rows, cols) greenness 0..1, lagged soil-moisture response
 
     @property
@@ -239,7 +245,7 @@ class World:
         self.smap_bias = f(-0.025 * self.soil.veg + 0.015 * self.noise("smap_bias", 1.0))
         self.smap_gain = f(0.85 + 0.05 * self.noise("smap_gain", 1.0))
         start = (self.soil.wp + self.soil.fc) / 2
-        self._checkpoints = {0: (start, np.full_like(start, 0.5))}
+        self._checkpoints = {0: (start, np.full_like(start, 0.5), np.zeros_like(start))}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -312,26 +318,33 @@ class World:
             "pet": pet,
         }
 
-    def _balance(self, wx, theta, green) -> tuple[np.ndarray, np.ndarray]:
+    def skin_layer(self, truth: np.ndarray, skin: np.ndarray) -> np.ndarray:
+        """The skin's soil moisture: the truth plus its departure, within the soil's bounds."""
+        return np.minimum(np.maximum(truth + skin, self.soil.res), self.soil.porosity)
+
+    def _balance(self, wx, theta, green, skin):
         rain_z, pet_z = wx["rain"] / F32(DEPTH_MM), wx["pet"] / F32(DEPTH_MM)
-        out_t, out_g = np.empty_like(rain_z), np.empty_like(rain_z)
+        out_t, out_g, out_s = (np.empty_like(rain_z) for _ in range(3))
+        amplify = F32(DEPTH_MM / SKIN_DEPTH_MM - 1.0)
         for k in range(rain_z.shape[0]):
-            theta, green = water_balance_step(theta, green, rain_z[k], pet_z[k], self.soil)
-            out_t[k], out_g[k] = theta, green
-        return out_t, out_g
+            new, green = water_balance_step(theta, green, rain_z[k], pet_z[k], self.soil)
+            skin = skin * F32(SKIN_KEEP) + amplify * (new - theta)
+            theta = new
+            out_t[k], out_g[k], out_s[k] = theta, green, skin
+        return out_t, out_g, out_s
 
     def chunks(self, first: int, last: int) -> Iterator[Block]:
         """The fixed blocks of CHUNK_DAYS days that cover day numbers first..last, with the
         water balance run from EPOCH (resumed from the nearest cached state)."""
         c0, c1 = first // CHUNK_DAYS, last // CHUNK_DAYS
         k = max(c for c in self._checkpoints if c <= c0)
-        theta, green = self._checkpoints[k]
+        theta, green, skin = self._checkpoints[k]
         for c in range(k, c1 + 1):
             days = np.arange(c * CHUNK_DAYS, (c + 1) * CHUNK_DAYS)
             wx = self.weather(days)
-            truth, greens = self._balance(wx, theta, green)
-            theta, green = truth[-1], greens[-1]
+            truth, greens, skins = self._balance(wx, theta, green, skin)
+            theta, green, skin = truth[-1], greens[-1], skins[-1]
             if (c + 1) % CHECKPOINT_EVERY == 0:
-                self._checkpoints[c + 1] = (theta, green)
+                self._checkpoints[c + 1] = (theta, green, skin)
             if c >= c0:
-                yield Block(wx, truth, greens)
+                yield Block(wx, truth, skins, greens)
