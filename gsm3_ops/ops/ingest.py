@@ -26,11 +26,12 @@ BLOCK_DAYS = 400
 
 
 def _missing_runs(
-    cube: Cube, start: dt.date, end: dt.date, source: str
+    cube: Cube, start: dt.date, end: dt.date, source: str, version: str | None = None
 ) -> Iterator[tuple[dt.date, dt.date]]:
-    """Contiguous runs (at most BLOCK_DAYS long) of days in start..end not yet ingested."""
+    """Contiguous runs (at most BLOCK_DAYS long) of days in start..end not yet ingested
+    (or, given ``version``, ingested from another version of the source)."""
     days = (start + dt.timedelta(i) for i in range((end - start).days + 1))
-    missing = [d for d in days if not _ingested(cube, d, source)]
+    missing = [d for d in days if not _ingested(cube, d, source, version)]
     run: list[dt.date] = []
     for day in missing:
         if run and ((day - run[-1]).days != 1 or len(run) >= BLOCK_DAYS):
@@ -49,16 +50,19 @@ def ensure_static(dep: Deployment, cube: Cube) -> None:
     """
     _, statics = _feature_names(dep)
     missing = sorted(set(statics) - set(cube.variables("static")))
-    if not missing:
-        return
     if dep.settings.sources.kind != "synthetic":
-        raise RunError(
-            f"the cube {cube.path} lacks the static attributes {', '.join(missing)}: "
-            "ingest them once with `gsm3-ops ingest --source static` (docs/static-attributes.md)"
-        )
+        if missing:
+            raise RunError(
+                f"the cube {cube.path} lacks the static attributes {', '.join(missing)}: "
+                "ingest them once with `gsm3-ops ingest --source static` "
+                "(docs/static-attributes.md)"
+            )
+        return
     src = dep.source
-    ds = src.static(dep.grid, dep.domain)
-    cube.write_static(ds, source=src.name, version=src.version(dep.settings.cube.start))
+    version = src.version(dep.settings.cube.start)
+    # A world upgrade (a new synthetic version) rewrites statics written by the old one.
+    if missing or _stale(cube.static_manifest(), src.name, version):
+        cube.write_static(src.static(dep.grid, dep.domain), source=src.name, version=version)
 
 
 def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> int:
@@ -70,9 +74,9 @@ def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> in
         return _ensure_real(dep, cube, start, end)
     src = dep.source
     n = 0
-    for a, b in _missing_runs(cube, start, end, src.name):
-        log.info("ingesting %s..%s from %s", a, b, src.name)
-        version = src.version(b)
+    version = src.version(start)  # the synthetic world has one version for all days
+    for a, b in _missing_runs(cube, start, end, src.name, version):
+        log.info("ingesting %s..%s from %s %s", a, b, src.name, version)
         cube.write("smap", src.smap(dep.grid, dep.domain, a, b).to_dataset(), source=src.name,
                    version=version)  # fmt: skip
         cube.write_insitu(src.insitu(dep.grid, dep.domain, a, b), source=src.name, version=version)
@@ -121,7 +125,18 @@ def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return feature_set(dep.settings.model.feature_set)
 
 
-def _ingested(cube: Cube, day: dt.date, source: str) -> bool:
-    """Complete, with the forcing (written last) recorded: a crash before it means redo."""
+def _ingested(cube: Cube, day: dt.date, source: str, version: str | None = None) -> bool:
+    """Complete, with the forcing (written last) recorded: a crash before it means redo.
+    Given ``version``, every entry of ``source`` must also come from that version."""
     doc = cube.manifest(day)
-    return status_of(doc) == "complete" and f"forcing/{source}" in doc["entries"]
+    if status_of(doc) != "complete" or f"forcing/{source}" not in doc["entries"]:
+        return False
+    return version is None or not _stale(doc, source, version)
+
+
+def _stale(doc: dict, source: str, version: str) -> list[str]:
+    """The entries of a manifest written by ``source`` at a version other than ``version``."""
+    entries = (doc.get("entries") or {}).items()
+    return sorted(
+        k for k, e in entries if e.get("source") == source and e.get("version") != version
+    )

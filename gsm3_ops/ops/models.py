@@ -1,7 +1,8 @@
 """The profile's model: trained on first use from the cube, cached under ``<data_root>/models``.
 
 The cache key is a hash of everything that changes the trained weights (grid, region,
-source, model and training settings), so a changed configuration trains a new bundle.
+source, model and training settings, and the synthetic world's version), so a changed
+configuration trains a new bundle.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def bundle_key(dep: Deployment) -> str:
         "model": s.model.model_dump(exclude={"bundle"}),
         "training": s.training.model_dump(mode="json"),
     }
+    if s.sources.kind == "synthetic":  # a new version of the world trains a new model
+        parts["world"] = dep.source.version(s.training.start)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
