@@ -26,10 +26,10 @@ BLOCK_DAYS = 400
 
 
 def _missing_runs(
-    cube: Cube, start: dt.date, end: dt.date, source: str, version: str | None = None
+    cube: Cube, start: dt.date, end: dt.date, source: str, version: str
 ) -> Iterator[tuple[dt.date, dt.date]]:
     """Contiguous runs (at most BLOCK_DAYS long) of days in start..end not yet ingested
-    (or, given ``version``, ingested from another version of the source)."""
+    from this ``version`` of the source."""
     days = (start + dt.timedelta(i) for i in range((end - start).days + 1))
     missing = [d for d in days if not _ingested(cube, d, source, version)]
     run: list[dt.date] = []
@@ -61,7 +61,7 @@ def ensure_static(dep: Deployment, cube: Cube) -> None:
     src = dep.source
     version = src.version(dep.settings.cube.start)
     # A world upgrade (a new synthetic version) rewrites statics written by the old one.
-    if missing or _stale(cube.static_manifest(), src.name, version):
+    if missing or _other_version(cube.static_manifest(), src.name, version):
         cube.write_static(src.static(dep.grid, dep.domain), source=src.name, version=version)
 
 
@@ -125,18 +125,15 @@ def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return feature_set(dep.settings.model.feature_set)
 
 
-def _ingested(cube: Cube, day: dt.date, source: str, version: str | None = None) -> bool:
-    """Complete, with the forcing (written last) recorded: a crash before it means redo.
-    Given ``version``, every entry of ``source`` must also come from that version."""
+def _ingested(cube: Cube, day: dt.date, source: str, version: str) -> bool:
+    """Complete, with the forcing (written last) recorded (a crash before it means redo), and
+    nothing from another version of ``source``."""
     doc = cube.manifest(day)
-    if status_of(doc) != "complete" or f"forcing/{source}" not in doc["entries"]:
-        return False
-    return version is None or not _stale(doc, source, version)
+    complete = status_of(doc) == "complete" and f"forcing/{source}" in doc["entries"]
+    return complete and not _other_version(doc, source, version)
 
 
-def _stale(doc: dict, source: str, version: str) -> list[str]:
-    """The entries of a manifest written by ``source`` at a version other than ``version``."""
-    entries = (doc.get("entries") or {}).items()
-    return sorted(
-        k for k, e in entries if e.get("source") == source and e.get("version") != version
-    )
+def _other_version(doc: dict, source: str, version: str) -> bool:
+    """Whether a manifest holds an entry written by ``source`` at another version."""
+    entries = (doc.get("entries") or {}).values()
+    return any(e.get("source") == source and e.get("version") != version for e in entries)

@@ -228,7 +228,7 @@ def insitu_values(
     gain and bias, slow (autocorrelated) and white noise, missing days and outages, clipped."""
     rows, cols = np.asarray(rows)[None, :], np.asarray(cols)[None, :]
     layer = truth + site_depth_weight(seed, rows, cols) * (skin - truth)
-    truth = np.clip(layer, *(np.asarray(b)[None, :] for b in bounds))
+    layer = np.clip(layer, *(np.asarray(b)[None, :] for b in bounds))
     bias = 0.03 * normal(hash_keys(seed, "site_bias", 0, rows, cols))
     gain = 1 + 0.08 * normal(hash_keys(seed, "site_gain", 0, rows, cols))
     # Slow noise: node values every 6 days, linearly interpolated (variance-preserving).
@@ -238,7 +238,7 @@ def insitu_values(
     slow = (n0 * (1 - f) + n1 * f) / np.sqrt(f**2 + (1 - f) ** 2)
     d = days[:, None]
     white = normal(hash_keys(seed, "site_white", d, rows, cols))
-    value = bias + gain * truth + 0.017 * slow + 0.01 * white
+    value = bias + gain * layer + 0.017 * slow + 0.01 * white
     missing = uniform(hash_keys(seed, "site_missing", d, rows, cols)) < 0.08
     missing |= uniform(hash_keys(seed, "site_outage", d // 30, rows, cols)) < 0.06
     return np.where(missing, np.nan, np.clip(value, 0, OBS_MAX)).astype(F32)
