@@ -77,7 +77,7 @@ class Products:
         return self.b.truth
 
     def _skin(self) -> np.ndarray:
-        return self.w.skin_layer(self.b.truth, self.b.skin)
+        return self.w.skin_layer(self.b.truth, self.b.skin_departure)
 
     def _rel(self) -> np.ndarray:
         """Relative saturation 0..1 of the truth: what drives humidity, LST and albedo."""

@@ -168,7 +168,7 @@ class Block:
 
     weather: dict[str, np.ndarray]
     truth: np.ndarray  # (days, rows, cols) surface soil moisture, m3/m3
-    skin: np.ndarray  # (days, rows, cols) skin minus truth before clipping, m3/m3
+    skin_departure: np.ndarray  # (days, rows, cols) skin minus truth before clipping, m3/m3
     green: np.ndarray  # (days, rows, cols) greenness 0..1, lagged soil-moisture response
 
     @property
@@ -318,9 +318,9 @@ class World:
             "pet": pet,
         }
 
-    def skin_layer(self, truth: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    def skin_layer(self, truth: np.ndarray, departure: np.ndarray) -> np.ndarray:
         """The skin's soil moisture: the truth plus its departure, within the soil's bounds."""
-        return np.minimum(np.maximum(truth + skin, self.soil.res), self.soil.porosity)
+        return np.minimum(np.maximum(truth + departure, self.soil.res), self.soil.porosity)
 
     def _balance(self, wx, theta, green, skin):
         rain_z, pet_z = wx["rain"] / F32(DEPTH_MM), wx["pet"] / F32(DEPTH_MM)
