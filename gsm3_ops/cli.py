@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from gsm3_ops.config import ConfigError, Settings, load_settings
+from gsm3_ops.config import Settings, load_settings
 from gsm3_ops.cube import CubeError
+from gsm3_ops.errors import ConfigError, SourceError
 from gsm3_ops.logs import setup_logging
 from gsm3_ops.model.bundle import BundleError
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.manifest import LockBusyError, run_lock
-from gsm3_ops.sources.base import SourceError
 
 app = typer.Typer(
     help="gsm3-ops: daily 9 km surface soil moisture from the GSM3 multitask LSTM.",
@@ -224,9 +224,9 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the model ensemble into one bundle directory; an interrupted run resumes."""
+    from gsm3_ops.errors import TrainingError
     from gsm3_ops.ops.ingest import ensure_days
     from gsm3_ops.training.ensemble import train_bundle_from_cube
-    from gsm3_ops.training.trainer import TrainingError
 
     if folds is not None and members is not None:
         raise _fail("choose --folds or --members, not both")

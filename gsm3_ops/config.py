@@ -18,11 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gsm3_ops.errors import ConfigError
+
 PROFILES = ("demo", "global")
-
-
-class ConfigError(ValueError):
-    """The configuration file or environment is unreadable or invalid."""
 
 
 class _Strict(BaseModel):

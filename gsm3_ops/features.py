@@ -13,13 +13,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from gsm3_ops import variables
+from gsm3_ops.errors import InputError
 
 Stats = dict[str, dict[str, float]]
 # Variable name -> transform, for data outside the registry (e.g. a benchmark's NLDAS inputs).
 Transforms = Mapping[str, variables.Transform]
 
 
-class FeatureError(ValueError):
+class FeatureError(InputError, ValueError):
     """Inputs that cannot be assembled (missing variable, no valid data)."""
 
 

@@ -14,10 +14,12 @@ import numpy as np
 from affine import Affine
 from pyproj import Transformer
 
+from gsm3_ops.errors import UsageError
+
 CRS = "EPSG:6933"
 
 
-class GridError(ValueError):
+class GridError(UsageError, ValueError):
     """A request that the grid cannot answer (unknown grid, empty or out-of-grid window)."""
 
 

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import xarray as xr
 from pyproj import Transformer
 
+from gsm3_ops.errors import InputError
 from gsm3_ops.grid import CRS, EaseGrid, GridError, Window
 
 Method = Literal["bilinear", "area"]
@@ -47,7 +48,7 @@ _to_xy = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
 _to_lonlat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
 
 
-class RegridError(ValueError):
+class RegridError(InputError, ValueError):
     """Input that cannot be regridded (not a regular lat/lon grid, points off the grid)."""
 
 

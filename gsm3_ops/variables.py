@@ -11,11 +11,13 @@ from typing import Literal
 
 import numpy as np
 
+from gsm3_ops.errors import UsageError
+
 Kind = Literal["forcing", "static", "target"]
 Transform = Literal["none", "log_sqrt"]
 
 
-class UnknownVariableError(KeyError):
+class UnknownVariableError(UsageError, KeyError):
     """A variable or feature-set name that the registry does not know."""
 
 

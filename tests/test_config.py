@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gsm3_ops.config import ConfigError, load_settings
+from gsm3_ops.config import load_settings
+from gsm3_ops.errors import ConfigError
 
 
 def test_demo_profile_is_default_and_keeps_paper_hyperparameters(monkeypatch) -> None:

@@ -20,7 +20,7 @@ import xarray as xr
 import zarr
 
 from gsm3_ops.cube import Cube, CubeError
-from gsm3_ops.cube_manifest import checksum
+from gsm3_ops.cube.manifest import checksum
 from gsm3_ops.grid import M09, Window
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gsm3_ops.sources.base import DateNotServedError, SourceError
+from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import DateNotServedError
 from gsm3_ops.sources.earthdata import (
     Earthdata,
     EarthdataLoginError,

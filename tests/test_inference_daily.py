@@ -15,9 +15,10 @@ import zarr
 
 from gsm3_ops.config import InferenceConfig
 from gsm3_ops.cube import Cube
+from gsm3_ops.errors import InferenceError
 from gsm3_ops.features import assemble_inputs, compute_stats
 from gsm3_ops.grid import M09, Window
-from gsm3_ops.inference.daily import DayPredictor, InferenceError
+from gsm3_ops.inference.daily import DayPredictor
 from gsm3_ops.inference.engine import Engine
 from gsm3_ops.inference.state import StateError
 from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle

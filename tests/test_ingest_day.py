@@ -180,8 +180,8 @@ def test_an_empty_smap_day_is_written_as_missing_with_a_note(cube: Cube, tmp_pat
 
 
 def test_transient_fetch_failures_are_retried_permanent_ones_are_not(cube, tmp_path) -> None:
+    from gsm3_ops.errors import SourceError
     from gsm3_ops.ops.ingest_day import Retry
-    from gsm3_ops.sources.base import SourceError
 
     calls = []
 

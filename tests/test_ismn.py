@@ -15,7 +15,8 @@ from ismn.base import IsmnRoot
 from ismn.filehandlers import DataFile, StaticMetaFile
 from pydantic import ValidationError
 
-from gsm3_ops.sources.base import CorruptFileError, Source, SourceError
+from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import CorruptFileError, Source
 from gsm3_ops.sources.ismn import IsmnSource, Options, read_dir
 from gsm3_ops.sources.ismn_files import (
     parse_file_name,

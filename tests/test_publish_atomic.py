@@ -18,10 +18,11 @@ import rasterio
 import xarray as xr
 
 from gsm3_ops.config import ProductConfig
+from gsm3_ops.errors import PublishError
 from gsm3_ops.grid import M09, Window
 from gsm3_ops.publish import atomic, stac
 from gsm3_ops.publish import day as day_module
-from gsm3_ops.publish.atomic import JOURNALS, STAGING, PublishError
+from gsm3_ops.publish.atomic import JOURNALS, STAGING
 from gsm3_ops.publish.cog import validate_cog
 from gsm3_ops.publish.day import DayProduct, publish_day
 from gsm3_ops.publish.layers import FLAG_FILL

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from gsm3_ops.config import TrainingConfig
+from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec
 from gsm3_ops.training.checkpoint import load_checkpoint
 from gsm3_ops.training.sampling import (
@@ -22,7 +23,7 @@ from gsm3_ops.training.sampling import (
     gather,
     iterations_per_epoch,
 )
-from gsm3_ops.training.trainer import TrainingError, train_ensemble, train_member
+from gsm3_ops.training.trainer import train_ensemble, train_member
 
 ROOT = Path(__file__).resolve().parents[1]
 

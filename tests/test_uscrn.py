@@ -16,7 +16,8 @@ import pytest
 from pydantic import ValidationError
 
 from gsm3_ops.config import BoxConfig
-from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Source, SourceError
+from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Source
 from gsm3_ops.sources.insitu import InsituRead
 from gsm3_ops.sources.uscrn import (
     Options,

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from gsm3_ops import __version__
 from gsm3_ops.cube import Cube
+from gsm3_ops.errors import TrainingError
 from gsm3_ops.evaluation import folds as folding
 from gsm3_ops.evaluation.figures import land_map
 from gsm3_ops.evaluation.locations import (
@@ -45,7 +46,7 @@ from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.training.dataset import CellSet, build_training_data
 from gsm3_ops.training.splits import SplitError
-from gsm3_ops.training.trainer import TrainingError, train_ensemble
+from gsm3_ops.training.trainer import train_ensemble
 from gsm3_ops.variables import REGISTRY, feature_set
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ import xarray as xr
 from pyproj import CRS, Transformer
 
 from gsm3_ops.cube import Cube
+from gsm3_ops.errors import UsageError
 from gsm3_ops.evaluation.locations import cells_of
 
 KINDS = ("cube", "zarr", "cog")
@@ -34,7 +35,7 @@ _DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 _PERCENT = {"%", "percent", "pct"}
 
 
-class ReferenceProductError(ValueError):
+class ReferenceProductError(UsageError, ValueError):
     """A reference product that cannot be read: bad spec, missing path or variable."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gsm3_ops.errors import UsageError
 from gsm3_ops.evaluation.metrics import paired_metrics
 from gsm3_ops.regions import OTHER
 
@@ -22,7 +23,7 @@ METRICS = ("bias", "rmse", "ubrmse", "r")
 SKIP_COLUMNS = ("kind", "name", "model", "reason")
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UsageError, RuntimeError):
     """An evaluation that cannot produce any score, for a reason the user can fix."""
 
 

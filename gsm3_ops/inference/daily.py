@@ -20,6 +20,7 @@ import numpy as np
 
 from gsm3_ops.config import InferenceConfig
 from gsm3_ops.cube import Cube
+from gsm3_ops.errors import InferenceError
 from gsm3_ops.grid import Window, get_grid
 from gsm3_ops.inference.state import StateLayout, StateStore, land_hash
 from gsm3_ops.inference.tile import ONE_DAY, Start, TileResult, TileTask, run_tile
@@ -28,10 +29,6 @@ from gsm3_ops.model.bundle import Bundle
 log = logging.getLogger(__name__)
 
 Runner = Callable[[Callable[[TileTask], TileResult], Sequence[TileTask]], Iterable[TileResult]]
-
-
-class InferenceError(RuntimeError):
-    """Inputs that cannot give a correct day (mismatched bundle, missing forcing days)."""
 
 
 def in_process(fn: Callable[[TileTask], TileResult], tasks: Sequence[TileTask]) -> Iterable:

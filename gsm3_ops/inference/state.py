@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import zarr
 
+from gsm3_ops.errors import InputError
+
 STATE_FORMAT = 2
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHUNK_ELEMENTS = 1 << 24  # ~64 MB float32 per chunk: large sequential writes, bounded copies
@@ -38,7 +40,7 @@ _CHUNK_ELEMENTS = 1 << 24  # ~64 MB float32 per chunk: large sequential writes, 
 States = tuple[np.ndarray, np.ndarray]
 
 
-class StateError(RuntimeError):
+class StateError(InputError):
     """A state store that does not belong to the bundle or domain in use, or an unusable one."""
 
 

@@ -18,13 +18,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gsm3_ops.errors import InputError
 from gsm3_ops.model.network import GSM3Net
 
 BUNDLE_JSON = "bundle.json"
 FORMAT_VERSION = 1
 
 
-class BundleError(RuntimeError):
+class BundleError(InputError):
     """A bundle directory that is missing, incomplete, unsafe or inconsistent."""
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from gsm3_ops.config import ClusterConfig
+from gsm3_ops.errors import Gsm3Error
 from gsm3_ops.inference.daily import in_process
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ _PACKAGES = {  # kind -> (module, pip name)
 }
 
 
-class ClusterError(RuntimeError):
+class ClusterError(Gsm3Error, RuntimeError):
     """A cluster that cannot be started or reached, or a package that is not installed."""
 
 

@@ -11,13 +11,14 @@ import numpy as np
 
 from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
+from gsm3_ops.errors import SourceError, UsageError
 from gsm3_ops.grid import EaseGrid, Window, get_grid
-from gsm3_ops.sources.base import GriddedSource, SourceError
+from gsm3_ops.sources.base import GriddedSource
 from gsm3_ops.sources.catalog import gridded_source, insitu_source
 from gsm3_ops.sources.synthetic import SyntheticSource
 
 
-class RunError(RuntimeError):
+class RunError(UsageError, RuntimeError):
     """A run that cannot proceed for a reason the user can fix (date, configuration)."""
 
 

@@ -10,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import xarray as xr
 
-from gsm3_ops.cube import Cube
-from gsm3_ops.cube_manifest import status_of
+from gsm3_ops.cube import Cube, status_of
+from gsm3_ops.errors import SourceError
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.ingest_day import Retry, ingest_day
-from gsm3_ops.sources.base import SourceError
 from gsm3_ops.sources.checks import check_gridded
 from gsm3_ops.variables import feature_set
 

@@ -23,8 +23,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from gsm3_ops.cube import Cube
-from gsm3_ops.cube_manifest import COMPLETE, CubeError
+from gsm3_ops.cube import COMPLETE, Cube, CubeError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.secrets import redact
 from gsm3_ops.sources.base import (

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from gsm3_ops.config import BoxConfig
-from gsm3_ops.cube import Cube
-from gsm3_ops.cube_manifest import CubeError
+from gsm3_ops.cube import Cube, CubeError
+from gsm3_ops.errors import SourceError
 from gsm3_ops.grid import EaseGrid, GridError, Window
 from gsm3_ops.secrets import redact
-from gsm3_ops.sources.base import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gsm3_ops.config import Settings
-from gsm3_ops.cube_manifest import COMPLETE
+from gsm3_ops.cube import COMPLETE
 
 
 def required_inputs(settings: Settings) -> tuple[str, ...]:

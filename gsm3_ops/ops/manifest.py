@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gsm3_ops.errors import Gsm3Error
 from gsm3_ops.publish.atomic import write_json
 
 
-class LockBusyError(RuntimeError):
+class LockBusyError(Gsm3Error, RuntimeError):
     """Another gsm3-ops process holds the run lock."""
 
 

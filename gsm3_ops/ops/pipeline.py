@@ -20,7 +20,8 @@ import numpy as np
 
 from gsm3_ops import variables
 from gsm3_ops.cube import Cube
-from gsm3_ops.inference.daily import DayPredictor, InferenceError
+from gsm3_ops.errors import InferenceError, PublishError
+from gsm3_ops.inference.daily import DayPredictor
 from gsm3_ops.inference.state import StateError
 from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.ops.cluster import ClusterError, tile_runner
@@ -31,7 +32,7 @@ from gsm3_ops.ops.manifest import failure_path, manifest_path, run_lock, write_j
 from gsm3_ops.ops.models import ensure_bundle
 from gsm3_ops.publish import derived
 from gsm3_ops.publish.cog import cog_path
-from gsm3_ops.publish.day import DayProduct, PublishError, publish_day
+from gsm3_ops.publish.day import DayProduct, publish_day
 from gsm3_ops.publish.layers import FLAG_PROVISIONAL
 from gsm3_ops.publish.timeseries import write_timeseries_copy
 

@@ -26,16 +26,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gsm3_ops.errors import PublishError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".publish.lock"
 STAGING = ".staging"
 JOURNALS = ".journal"
 STALE_SECONDS = 2 * 86400  # a staging folder of another host is removed after two days
-
-
-class PublishError(RuntimeError):
-    """A day could not be published; the product is as it was before the attempt."""
 
 
 @contextlib.contextmanager

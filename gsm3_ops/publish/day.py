@@ -22,9 +22,10 @@ import numpy as np
 import rasterio
 
 from gsm3_ops.config import ProductConfig
+from gsm3_ops.errors import PublishError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish import stac
-from gsm3_ops.publish.atomic import PublishError, Transaction, publish_lock, recover, write_json
+from gsm3_ops.publish.atomic import Transaction, publish_lock, recover, write_json
 from gsm3_ops.publish.cog import (
     cog_path,
     validate_cog,

@@ -24,6 +24,7 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 
+from gsm3_ops.errors import InputError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish.atomic import Transaction, publish_lock, recover
 from gsm3_ops.publish.layers import LAYERS
@@ -33,7 +34,7 @@ TIME_CHUNK = 512  # time-coordinate values per chunk
 DEPTH_BOUNDS = (0.0, 0.05)  # m: the 0-5 cm layer
 
 
-class ProductStoreError(ValueError):
+class ProductStoreError(InputError, ValueError):
     """The product store does not match the deployment, or a layer does not match the store."""
 
 

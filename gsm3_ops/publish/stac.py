@@ -30,6 +30,7 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import RasterExtension
 from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
+from gsm3_ops.errors import PublishError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish.layers import Layer
 
@@ -41,7 +42,7 @@ ZARR_TYPE = "application/vnd+zarr"
 JSON_TYPE = str(pystac.MediaType.JSON)
 
 
-class StacInvalidError(ValueError):
+class StacInvalidError(PublishError, ValueError):
     """A STAC document failed validation (or needs a schema that is not vendored)."""
 
 

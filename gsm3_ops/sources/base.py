@@ -9,11 +9,8 @@ from typing import Protocol, runtime_checkable
 
 import xarray as xr
 
+from gsm3_ops.errors import SourceError
 from gsm3_ops.grid import EaseGrid, Window
-
-
-class SourceError(RuntimeError):
-    """A source could not deliver a day (not available yet, corrupt file, wrong variable)."""
 
 
 class DateNotServedError(SourceError):

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gsm3_ops.sources.base import GriddedSource, SourceError
+from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import GriddedSource
 
 # name -> (module, class); modules are imported only when a source is used.
 GRIDDED: dict[str, tuple[str, str]] = {

@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from gsm3_ops import variables as registry
-from gsm3_ops.sources.base import SourceError
+from gsm3_ops.errors import SourceError
 
 
 class InvalidDataError(SourceError):

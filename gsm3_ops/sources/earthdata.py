@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gsm3_ops.errors import SourceError
 from gsm3_ops.secrets import MASK, redact
-from gsm3_ops.sources.base import DateNotServedError, SourceError
+from gsm3_ops.sources.base import DateNotServedError
 
 log = logging.getLogger(__name__)
 

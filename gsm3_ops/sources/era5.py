@@ -34,11 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyproj import Transformer
 
 from gsm3_ops import variables as registry
+from gsm3_ops.errors import SourceError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.regrid import latlon_to_ease
 from gsm3_ops.secrets import MASK, redact
 from gsm3_ops.sources import grib
-from gsm3_ops.sources.base import DateNotServedError, Granule, SourceError, check_served
+from gsm3_ops.sources.base import DateNotServedError, Granule, check_served
 from gsm3_ops.sources.era5_daily import accumulation_at, daily_value, sum_hourly_accumulations
 
 log = logging.getLogger(__name__)

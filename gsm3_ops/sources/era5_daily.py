@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gsm3_ops.sources.base import SourceError
+from gsm3_ops.errors import SourceError
 
 _TIME = "valid_time"  # the time dimension of grib.open_fields
 

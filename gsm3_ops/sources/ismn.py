@@ -21,7 +21,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gsm3_ops.config import BoxConfig
-from gsm3_ops.sources.base import CorruptFileError, Granule, SourceError
+from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import CorruptFileError, Granule
 from gsm3_ops.sources.insitu import (
     InsituRead,
     RawFile,

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from gsm3_ops.errors import SourceError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.regrid import MODIS_RADIUS, MODIS_TILE_SIZE, MODIS_X0, MODIS_Y0
-from gsm3_ops.sources.base import CorruptFileError, MissingVariableError, SourceError
+from gsm3_ops.sources.base import CorruptFileError, MissingVariableError
 
 # The MODLAND tiling constants (the x extent 20015109.354 m over 18 tiles), as the files
 # round them; 2 pi R / 36 differs from TILE_SIZE by 0.4 mm.

@@ -29,8 +29,8 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window as RasterWindow
 from rasterio.windows import from_bounds
 
+from gsm3_ops.errors import SourceError
 from gsm3_ops.grid import CRS, EaseGrid, Window
-from gsm3_ops.sources.base import SourceError
 from gsm3_ops.sources.terrain import TERRAIN_FIELDS, terrain_fields
 from gsm3_ops.variables import REGISTRY
 

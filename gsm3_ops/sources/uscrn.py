@@ -24,7 +24,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from gsm3_ops.config import BoxConfig
-from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Granule, SourceError
+from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Granule
 from gsm3_ops.sources.insitu import InsituRead, default_regions, range_problem, to_dataarray
 from gsm3_ops.sources.uscrn_daily01 import (
     parse_daily01,

@@ -21,10 +21,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from gsm3_ops.errors import TrainingError
+
 FORMAT = "gsm3-checkpoint-1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TrainingError):
     """A checkpoint that cannot be read or belongs to another run."""
 
 

@@ -24,10 +24,11 @@ import numpy as np
 from gsm3_ops import __version__
 from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
+from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec, save_bundle
 from gsm3_ops.training.dataset import CellSet, build_training_data
 from gsm3_ops.training.splits import random_holdout, site_folds
-from gsm3_ops.training.trainer import TrainingError, train_member
+from gsm3_ops.training.trainer import train_member
 from gsm3_ops.variables import feature_set
 
 log = logging.getLogger(__name__)

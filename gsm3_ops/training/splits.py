@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from gsm3_ops.config import TrainingConfig
+from gsm3_ops.errors import UsageError
 
 Period = tuple[dt.date, dt.date]
 OTHER = "Other"  # gsm3_ops.regions' name for points outside every region
 
 
-class SplitError(ValueError):
+class SplitError(UsageError, ValueError):
     """A split that cannot be made (too few locations, overlapping periods, unknown region)."""
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from gsm3_ops.config import TrainingConfig
+from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec
 from gsm3_ops.model.loss import masked_multitask_rmse
 from gsm3_ops.model.network import GSM3Net
@@ -39,10 +40,6 @@ MAX_BAD_LOSSES = 5
 # Settings that do not change the weights a run ends with: a checkpoint stays valid across them
 # (so a run can be resumed with more threads, or extended with more epochs).
 _NOT_FINGERPRINTED = {"threads", "checkpoint_every", "epochs", "max_iterations", "members"}
-
-
-class TrainingError(RuntimeError):
-    """Training that cannot go on (repeated NaN loss, no data, a foreign checkpoint)."""
 
 
 @dataclass

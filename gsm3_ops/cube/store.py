@@ -5,7 +5,7 @@ chunked one day by one tile, with the time axis allocated from ``start`` to ``en
 that writing a day never resizes anything. ``static`` holds (y, x) arrays and ``insitu`` one
 (site, time) array plus per-site coordinates. A write lands in its region only, so rewriting a
 day is idempotent and touches no other day's chunks; per-day manifests (see
-:mod:`gsm3_ops.cube_manifest`) record who filled each day and flag interrupted writes.
+:mod:`gsm3_ops.cube.manifest`) record who filled each day and flag interrupted writes.
 See ``docs/cube.md``.
 """
 
@@ -26,8 +26,8 @@ import zarr
 from zarr.storage import LocalStore
 
 from gsm3_ops import variables as registry
-from gsm3_ops.cube_insitu import SITE_COORDS, InsituGroup, create_insitu_arrays
-from gsm3_ops.cube_layout import (
+from gsm3_ops.cube.insitu import SITE_COORDS, InsituGroup, create_insitu_arrays
+from gsm3_ops.cube.layout import (
     CUBE_FORMAT,
     X_ATTRS,
     Y_ATTRS,
@@ -49,7 +49,7 @@ from gsm3_ops.cube_layout import (
     var_attrs,
     window_of,
 )
-from gsm3_ops.cube_manifest import (
+from gsm3_ops.cube.manifest import (
     CubeError,
     Manifests,
     checksum,
@@ -59,7 +59,7 @@ from gsm3_ops.cube_manifest import (
 )
 from gsm3_ops.grid import CRS, EaseGrid, GridError, Window, get_grid
 
-__all__ = ["DEFAULT_END", "DEFAULT_START", "DEFAULT_TILE_SIZE", "Cube", "CubeError"]
+__all__ = ["DEFAULT_END", "DEFAULT_START", "DEFAULT_TILE_SIZE", "Cube"]
 
 DEFAULT_START = date(2000, 1, 1)
 DEFAULT_END = date(2035, 12, 31)
@@ -270,7 +270,7 @@ class Cube:
         ``da`` needs a ``site`` coordinate (string ids) and, for sites new to the cube, ``lat``
         and ``lon`` coordinates along ``site`` (degrees); ``network`` and ``region`` are
         optional. ``row``/``col`` are derived from lat/lon and must fall inside the domain.
-        See :mod:`gsm3_ops.cube_insitu`.
+        See :mod:`gsm3_ops.cube.insitu`.
         """
         self._insitu.write(da, source=source, version=version)
 

@@ -19,7 +19,7 @@ import xarray as xr
 import zarr
 from zarr.storage import LocalStore
 
-from gsm3_ops.cube_layout import (
+from gsm3_ops.cube.layout import (
     Layout,
     as_date,
     check_label,
@@ -29,7 +29,7 @@ from gsm3_ops.cube_layout import (
     time_index,
     var_attrs,
 )
-from gsm3_ops.cube_manifest import CubeError, Manifests, checksum, file_lock, sites_extent
+from gsm3_ops.cube.manifest import CubeError, Manifests, checksum, file_lock, sites_extent
 from gsm3_ops.grid import EaseGrid
 
 SITE_CHUNK = 1024

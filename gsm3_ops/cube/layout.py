@@ -2,10 +2,10 @@
 
 A cube's :class:`Layout` (grid, domain window, time axis, tiling) is what makes two stores the
 same. Beside it live the store's conventions, used by :mod:`gsm3_ops.cube` and
-:mod:`gsm3_ops.cube_insitu` (coordinate and variable attributes, how data and coordinate arrays
+:mod:`gsm3_ops.cube.insitu` (coordinate and variable attributes, how data and coordinate arrays
 are created and chunked, metadata consolidation), and the checks on what is written and read:
 labels, datasets, dims, groups and registry variables, grid windows and dates on the time axis.
-Every check raises :class:`~gsm3_ops.cube_manifest.CubeError`. See ``docs/cube.md``.
+Every check raises :class:`~gsm3_ops.cube.manifest.CubeError`. See ``docs/cube.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from gsm3_ops import variables as registry
-from gsm3_ops.cube_manifest import CubeError, window_extent
+from gsm3_ops.cube.manifest import CubeError, window_extent
 from gsm3_ops.grid import CRS, EaseGrid, Window
 
 CUBE_FORMAT = 1

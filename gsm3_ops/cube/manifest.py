@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from gsm3_ops.errors import InputError
+
 MANIFEST_FORMAT = 1
 WRITING = "writing"
 COMPLETE = "complete"
@@ -39,7 +41,7 @@ INCOMPLETE = "incomplete"
 MISSING = "missing"
 
 
-class CubeError(RuntimeError):
+class CubeError(InputError):
     """A cube request that cannot be honoured; the message names the file, date or variable."""
 
 

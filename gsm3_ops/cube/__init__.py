@@ -1,0 +1,27 @@
+"""The data cube: one Zarr store per deployment holding every input on the product grid.
+
+- ``store.py``: :class:`Cube`, creating and opening the store, day region writes and window
+  reads of the daily groups (``forcing``, ``smap``) and the statics;
+- ``layout.py``: the store's layout and the checks every write passes;
+- ``insitu.py``: the ``insitu`` group, dims (site, time);
+- ``manifest.py``: per-day (and static) manifests: which source and version wrote what,
+  checksums, and a status that makes interrupted writes visible.
+
+Callers use this package's names only; see ``docs/cube.md``.
+"""
+
+from gsm3_ops.cube.manifest import COMPLETE, INCOMPLETE, MISSING, WRITING, CubeError, status_of
+from gsm3_ops.cube.store import DEFAULT_END, DEFAULT_START, DEFAULT_TILE_SIZE, Cube
+
+__all__ = [
+    "COMPLETE",
+    "DEFAULT_END",
+    "DEFAULT_START",
+    "DEFAULT_TILE_SIZE",
+    "INCOMPLETE",
+    "MISSING",
+    "WRITING",
+    "Cube",
+    "CubeError",
+    "status_of",
+]
