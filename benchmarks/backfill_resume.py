@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from gsm3_ops.ops.manifest import manifest_path
+from gsm3_ops.publish.manifest import manifest_path
 
 
 def _cli(config: Path, start: dt.date, end: dt.date) -> list[str]:

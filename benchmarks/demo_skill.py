@@ -20,10 +20,11 @@ import numpy as np
 from gsm3_ops.config import load_settings
 from gsm3_ops.evaluation.metrics import paired_metrics, summary
 from gsm3_ops.features import assemble_inputs
-from gsm3_ops.inference.engine import Engine, pick_device
+from gsm3_ops.inference.engine import Engine
+from gsm3_ops.model.device import pick_device
 from gsm3_ops.ops.deployment import Deployment
-from gsm3_ops.ops.ingest import ensure_days
-from gsm3_ops.ops.manifest import run_lock
+from gsm3_ops.ops.ingest import ensure_ranges
+from gsm3_ops.ops.lock import run_lock
 from gsm3_ops.ops.models import ensure_bundle
 from gsm3_ops.training.dataset import CellSet, read_cells
 
@@ -41,8 +42,9 @@ def main() -> None:
     end = dt.date(args.test_year, 12, 31)
     with run_lock(dep.settings.data_root):
         cube = dep.open_cube()
+        t = dep.settings.training
+        ensure_ranges(dep, cube, [(t.start, t.end), (start, end)])  # ingest once, then train
         bundle = ensure_bundle(dep, cube)
-        ensure_days(dep, cube, start, end)
     held = bundle.spec.training["held_out_cells"]
     cells = CellSet(
         np.asarray(held["rows"]) - dep.domain.row0,

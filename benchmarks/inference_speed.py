@@ -41,10 +41,11 @@ from gsm3_ops.cube import Cube
 from gsm3_ops.features import compute_stats
 from gsm3_ops.grid import M09, Window
 from gsm3_ops.inference.daily import DayPredictor
-from gsm3_ops.inference.engine import Engine, pick_device
+from gsm3_ops.inference.engine import Engine
 from gsm3_ops.inference.state import write_tile
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.model.bundle import BundleSpec, load_bundle, save_bundle
+from gsm3_ops.model.device import pick_device
 from gsm3_ops.ops.cluster import tile_runner
 from gsm3_ops.publish.cog import cog_path, write_cog
 from gsm3_ops.publish.layers import FLAG_FILL, FLAG_GAP_FILLED

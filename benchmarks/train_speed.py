@@ -22,8 +22,9 @@ import torch
 
 from benchmarks.common import parser, spec_for, write
 from gsm3_ops.config import TrainingConfig
+from gsm3_ops.model.device import pick_device
 from gsm3_ops.training.sampling import TrainingData
-from gsm3_ops.training.trainer import pick_device, train_member
+from gsm3_ops.training.trainer import train_member
 from gsm3_ops.variables import feature_set
 
 

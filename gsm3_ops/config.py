@@ -27,21 +27,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RegionConfig(_Strict):
-    """A lon/lat box; the deployment covers the grid cells that overlap it."""
-
-    lon_min: float = Field(ge=-180, le=180)
-    lat_min: float = Field(ge=-90, le=90)
-    lon_max: float = Field(ge=-180, le=180)
-    lat_max: float = Field(ge=-90, le=90)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RegionConfig:
-        if not (self.lon_min < self.lon_max and self.lat_min < self.lat_max):
-            raise ValueError("region needs lon_min < lon_max and lat_min < lat_max")
-        return self
-
-
 class SourcesConfig(_Strict):
     """Which sources fill the inputs; ``synthetic`` is the embedded world.
 
@@ -258,7 +243,7 @@ class Settings(BaseSettings):
     data_root: Path
     publish_root: Path
     grid: Literal["M09", "M36"] = "M09"
-    region: RegionConfig | None = None
+    region: BoxConfig | None = None  # the domain: the grid cells that overlap this box
     sources: SourcesConfig = SourcesConfig()
     cube: CubeConfig = CubeConfig()
     model: ModelConfig = ModelConfig()
@@ -274,6 +259,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("region")
+    @classmethod
+    def _region_in_one_piece(cls, value: BoxConfig | None) -> BoxConfig | None:
+        if value is not None and not value.lon_min < value.lon_max:
+            raise ValueError("region needs lon_min < lon_max (a domain cannot cross 180 degrees)")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ normalisation become 0 (the training mean); targets stay NaN so the loss masks t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 import numpy as np
 
@@ -31,11 +32,9 @@ def apply_transform(
     ``transforms`` when listed there, else the registry's."""
     if transforms is not None and name in transforms:
         kind = transforms[name]
-        if kind not in ("none", "log_sqrt"):
+        if kind not in get_args(variables.Transform):
             raise FeatureError(f"unknown transform {kind!r} for variable {name!r}")
-        if kind == "log_sqrt":
-            return np.log10(np.sqrt(np.clip(values, 0.0, None)) + 0.1)
-        return values
+        return variables.transform_values(values, kind)
     return variables.get(name).apply_transform(values)
 
 

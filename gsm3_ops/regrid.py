@@ -29,7 +29,7 @@ import xarray as xr
 from pyproj import Transformer
 
 from gsm3_ops.errors import InputError
-from gsm3_ops.grid import CRS, EaseGrid, GridError, Window
+from gsm3_ops.grid import CRS, EaseGrid, Window
 
 Method = Literal["bilinear", "area"]
 
@@ -125,29 +125,6 @@ def latlon_to_ease(
     )
 
 
-def points_to_ease(
-    lon: np.ndarray,
-    lat: np.ndarray,
-    values: np.ndarray,
-    grid: EaseGrid,
-    window: Window,
-    weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """Mean of fine pixels (given by their centre lon/lat) in each cell of ``window``.
-
-    For equal-area pixels (MODIS sinusoidal) the plain mean is the area mean; pass
-    ``weights`` (e.g. pixel areas of a geographic raster) otherwise. Points with a NaN
-    coordinate or value, or outside the window, are ignored.
-
-    Returns
-    -------
-    np.ndarray
-        ``window.shape`` float32, NaN where no valid pixel fell. See :func:`bin_points` for
-        the pixel counts as well.
-    """
-    return bin_points(lon, lat, values, grid, window, weights)[0]
-
-
 def bin_points(
     lon: np.ndarray,
     lat: np.ndarray,
@@ -215,33 +192,6 @@ def bin_by_index(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / wsum, np.nan)
     return mean.reshape(window.shape).astype(np.float32), count.reshape(window.shape)
-
-
-def point_to_cell(
-    lon: np.ndarray, lat: np.ndarray, grid: EaseGrid
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column (int64) of the grid cell holding each point (stations).
-
-    Raises
-    ------
-    GridError
-        When a point is NaN or off the grid (EASE2 global grids stop near 85 degrees
-        latitude); the offending points are named.
-    """
-    lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
-    lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
-    if lon.shape != lat.shape:
-        raise GridError(f"lon {lon.shape} and lat {lat.shape} differ in shape")
-    bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90.0))
-    row, col = grid.lonlat_to_rowcol(np.where(bad, 0.0, _wrap_lon(lon)), np.where(bad, 0.0, lat))
-    bad |= row < 0
-    if bad.any():
-        pts = ", ".join(f"({x:g}, {y:g})" for x, y in zip(lon[bad][:5], lat[bad][:5], strict=True))
-        more = f" and {int(bad.sum()) - 5} more" if bad.sum() > 5 else ""
-        raise GridError(
-            f"{int(bad.sum())} point(s) off the {grid.name} grid (lon, lat): {pts}{more}"
-        )
-    return row, col
 
 
 def sinusoidal_lonlat(h: int, v: int, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,14 @@ class UnknownVariableError(UsageError, KeyError):
     """A variable or feature-set name that the registry does not know."""
 
 
+def transform_values(values: np.ndarray, kind: Transform) -> np.ndarray:
+    """``values`` after the input transform ``kind``: ``none`` leaves them as they are,
+    ``log_sqrt`` is hydroDL's log10(sqrt(x) + 0.1) for skewed fluxes (negatives count as 0)."""
+    if kind == "log_sqrt":
+        return np.log10(np.sqrt(np.clip(values, 0.0, None)) + 0.1)
+    return values
+
+
 @dataclass(frozen=True)
 class Variable:
     """One registry entry."""
@@ -36,10 +44,8 @@ class Variable:
     transform: Transform = "none"  # applied before normalisation
 
     def apply_transform(self, values: np.ndarray) -> np.ndarray:
-        """The input transform; ``log_sqrt`` is hydroDL's log10(sqrt(x) + 0.1) for skewed fluxes."""
-        if self.transform == "log_sqrt":
-            return np.log10(np.sqrt(np.clip(values, 0.0, None)) + 0.1)
-        return values
+        """The variable's input transform (see :func:`transform_values`)."""
+        return transform_values(values, self.transform)
 
     def out_of_range(self, values: np.ndarray) -> np.ndarray:
         """Boolean mask of finite values outside the valid range."""

@@ -20,7 +20,7 @@ from gsm3_ops.cli import app
 from gsm3_ops.config import load_settings
 from gsm3_ops.ops.backfill import backfill
 from gsm3_ops.ops.deployment import Deployment
-from gsm3_ops.ops.manifest import manifest_path
+from gsm3_ops.publish.manifest import manifest_path
 from gsm3_ops.sources.synthetic import SyntheticSource
 from tests.test_pipeline import TINY
 
@@ -105,10 +105,15 @@ def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(tmp_path, monk
     assert fixed.produced == [CORRUPT] and not fixed.failed and len(fixed.skipped) == 3
     doc = json.loads(manifest_path(tmp_path / "pub", CORRUPT).read_text())
     assert doc["status"] == "complete" and not doc["provisional"]
-    args = ["status", "--start", str(START), "--end", str(END), "--json", "--config", str(config)]
-    report = json.loads(runner.invoke(app, args).output)
+    span = ["--start", str(START), "--end", str(END), "--config", str(config)]
+    again = runner.invoke(app, ["backfill", *span, "--quiet"])  # nothing left to do, recorded
+    assert again.exit_code == 0 and "0 produced, 4 already done, 0 failed" in again.output
+    report = json.loads(runner.invoke(app, ["status", *span, "--json"]).output)
     assert report["counts"]["complete"] == 4
-    assert report["last_run"] is None or report["last_run"]["command"] in ("run", "backfill")
+    last = report["last_run"]
+    assert (last["command"], last["outcome"], last["produced"], last["skipped"]) == (
+        "backfill", "ok", 0, 4,
+    )  # fmt: skip
 
 
 def test_provisional_day_is_flagged_then_replaced(tmp_path, monkeypatch):

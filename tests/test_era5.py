@@ -259,14 +259,21 @@ def uk_t2m(fixtures) -> xr.DataArray:
     return grib.open_fields(fixtures / T2M_UK, ["t2m"]).data["t2m"]
 
 
-def test_hourly_t2m_to_utc_daily_means(uk_t2m):
+def _daily_means(hourly: xr.DataArray, path: Path) -> xr.DataArray:
+    """(time, ...) means of every UTC day of ``hourly``, through the reader's daily_value."""
+    days = pd.DatetimeIndex(hourly["valid_time"].values).normalize().unique()
+    means = [era5_daily.daily_value(hourly, d.date(), path) for d in days]
+    return xr.concat(means, pd.Index(days, name="time"))
+
+
+def test_hourly_t2m_to_utc_daily_means(uk_t2m, fixtures):
     assert uk_t2m.shape == (744, 33, 49)
     times = pd.DatetimeIndex(uk_t2m["valid_time"].values)
     assert times[0] == pd.Timestamp("2019-03-01T00:00") and times[-1] == pd.Timestamp(
         "2019-03-31T23:00"
     )
     assert (np.diff(times.values) == np.timedelta64(1, "h")).all()
-    daily = era5_daily.utc_daily_mean(uk_t2m)
+    daily = _daily_means(uk_t2m, fixtures / T2M_UK)
     assert daily.sizes["time"] == 31
     expected_days = pd.date_range("2019-03-01", "2019-03-31", freq="D").values
     np.testing.assert_array_equal(daily["time"].values, expected_days)
@@ -278,14 +285,14 @@ def test_hourly_t2m_to_utc_daily_means(uk_t2m):
     assert float(daily.min()) > 250.0 and float(daily.max()) < 295.0
 
 
-def test_incomplete_day_is_refused_not_averaged(uk_t2m):
+def test_incomplete_day_is_refused_not_averaged(uk_t2m, fixtures):
     gappy = uk_t2m.drop_isel(valid_time=[24 * 4 + 7])  # 05 March, 07 UTC
-    with pytest.raises(SourceError, match=r"23 of 24 time steps on 2019-03-05"):
-        era5_daily.utc_daily_mean(gappy)
+    with pytest.raises(SourceError, match=r"23 time steps on 2019-03-05"):
+        _daily_means(gappy, fixtures / T2M_UK)
 
 
-def test_to_grid_on_real_hourly_fixture(uk_t2m):
-    day = era5_daily.utc_daily_mean(uk_t2m).isel(time=[9])  # 10 March 2019
+def test_to_grid_on_real_hourly_fixture(uk_t2m, fixtures):
+    day = _daily_means(uk_t2m, fixtures / T2M_UK).isel(time=[9])  # 10 March 2019
     native = xr.Dataset({"t2m": day})
     window = M09.window_from_bbox(-3.0, 52.0, 0.0, 54.0)
     out = era5.Era5LandSource().to_grid(native, M09, window)
@@ -695,7 +702,7 @@ def test_missing_credentials_give_a_clear_error(tmp_path, monkeypatch):
 def test_preliminary_versions_raise_the_provisional_flag():
     """The quality flag marks days filled from ERA5T by matching the version labels."""
     from gsm3_ops.config import QualityFlagConfig
-    from gsm3_ops.publish.derived import is_provisional
+    from gsm3_ops.publish.flags import is_provisional
 
     markers = QualityFlagConfig().provisional_versions
     for source in (era5.Era5Source(), era5.Era5LandSource()):
@@ -706,12 +713,12 @@ def test_preliminary_versions_raise_the_provisional_flag():
 def test_ingest_into_the_cube_and_a_bad_day_leaves_the_good_one(tmp_path):
     """Through ops/ingest_day: fetch, read, grid, registry checks, cube write and manifest."""
     from gsm3_ops.cube import Cube
-    from gsm3_ops.ops.ingest_day import ingest_source
+    from gsm3_ops.ops.ingest_day import IngestOptions, ingest_source
 
     domain = M09.window_from_bbox(-0.3, 51.45, 0.4, 51.95)
     cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY + dt.timedelta(days=3), 8)
     source = era5.Era5LandSource(client=_land_client(tmp_path))
-    out = ingest_source(cube, source, DAY, M09, domain, workdir=tmp_path / "raw")
+    out = ingest_source(cube, source, DAY, M09, domain, IngestOptions(tmp_path / "raw"))
     assert out.status == "complete" and out.version == "ERA5-Land-ERA5T"
     entry = cube.manifest(DAY)["entries"]["forcing/era5_land"]
     assert entry["version"] == "ERA5-Land-ERA5T" and set(entry["variables"]) == set(source.provides)
@@ -724,7 +731,7 @@ def test_ingest_into_the_cube_and_a_bad_day_leaves_the_good_one(tmp_path):
     (folder / f"era5_land_daily_{bad_day:%Y%m%d}.nc").write_bytes(b"\x89HDF\r\n\x1a\n broken")
     write_land_radiation(folder / f"era5_land_rad_{bad_day:%Y%m%d}.grib", bad_day)
     failed = ingest_source(
-        cube, source, bad_day, M09, domain, workdir=tmp_path / "raw", from_dir=folder
+        cube, source, bad_day, M09, domain, IngestOptions(tmp_path / "raw", from_dir=folder)
     )
     assert failed.status == "failed" and "unreadable netCDF" in failed.error
     assert cube.manifest(bad_day)["failures"]

@@ -13,7 +13,7 @@ import xarray as xr
 
 from gsm3_ops.cube import Cube
 from gsm3_ops.grid import M09, Window
-from gsm3_ops.ops.ingest_day import already_ingested, ingest_day, ingest_source
+from gsm3_ops.ops.ingest_day import IngestOptions, already_ingested, ingest_day, ingest_source
 from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Granule, GriddedSource
 
 DOMAIN = Window(800, 2300, 16, 16)
@@ -79,25 +79,31 @@ def cube(tmp_path: Path) -> Cube:
 def test_protocol_and_write(cube: Cube, tmp_path: Path) -> None:
     src = FileSource("era5_land", "t2m", writer(290.0))
     assert isinstance(src, GriddedSource)
-    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path / "raw")
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path / "raw"))
     assert out.status == "complete" and out.version == "v1"
     np.testing.assert_array_equal(cube.read("forcing", ["t2m"], DAY, DAY)["t2m"].values, 290.0)
     entry = cube.manifest(DAY)["entries"]["forcing/era5_land"]
     assert entry["status"] == "complete" and entry["version"] == "v1"
     assert not (tmp_path / "raw" / "era5_land" / DAY.isoformat()).exists()  # raw removed
     assert already_ingested(cube, src, DAY)
-    assert ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path).status == "skipped"
+    assert ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path)).status == "skipped"
 
 
 def test_corrupt_file_keeps_good_data_and_is_recorded(cube: Cube, tmp_path: Path) -> None:
-    ingest_source(cube, FileSource("era5_land", "t2m", writer(290.0)), DAY, M09, DOMAIN,
-                  workdir=tmp_path)  # fmt: skip
+    ingest_source(
+        cube,
+        FileSource("era5_land", "t2m", writer(290.0)),
+        DAY,
+        M09,
+        DOMAIN,
+        IngestOptions(tmp_path),
+    )
 
     def corrupt(day: dt.date, path: Path) -> None:
         path.write_bytes(b"\x93NUMPY truncated")
 
     bad = FileSource("era5_land", "t2m", corrupt, version="v2")
-    out = ingest_source(cube, bad, DAY, M09, DOMAIN, workdir=tmp_path, force=True)
+    out = ingest_source(cube, bad, DAY, M09, DOMAIN, IngestOptions(tmp_path, force=True))
     assert out.status == "failed" and "CorruptFileError" in out.error and "npy" in out.error
     np.testing.assert_array_equal(cube.read("forcing", ["t2m"], DAY, DAY)["t2m"].values, 290.0)
     doc = cube.manifest(DAY)
@@ -105,9 +111,9 @@ def test_corrupt_file_keeps_good_data_and_is_recorded(cube: Cube, tmp_path: Path
     assert doc["entries"]["forcing/era5_land"]["status"] == "complete"
     # A later good write clears the failure.
     good = FileSource("era5_land", "t2m", writer(291.0), version="v3")
-    assert ingest_source(cube, good, DAY, M09, DOMAIN, workdir=tmp_path, force=True).status == (
-        "complete"
-    )
+    assert ingest_source(
+        cube, good, DAY, M09, DOMAIN, IngestOptions(tmp_path, force=True)
+    ).status == ("complete")
     assert "forcing/era5_land" not in cube.manifest(DAY).get("failures", {})
 
 
@@ -117,7 +123,7 @@ def test_corrupt_file_keeps_good_data_and_is_recorded(cube: Cube, tmp_path: Path
 )
 def test_registry_checks_refuse_bad_fields(cube: Cube, tmp_path: Path, value, reason) -> None:
     src = FileSource("era5_land", "t2m", writer(value))
-    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path)
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path))
     assert out.status == "failed" and reason in out.error and "t2m" in out.error
     assert "2020-03-01" in out.error
     assert "t2m" not in cube.variables("forcing")
@@ -128,7 +134,7 @@ def test_one_failing_source_does_not_stop_the_others(cube: Cube, tmp_path: Path)
         raise DateNotServedError(f"imerg: no granule for {day}")
 
     sources = [FileSource("imerg", "precip_imerg", late), FileSource("smapx", "smap", writer(0.2))]
-    report = ingest_day(cube, sources, DAY, M09, DOMAIN, workdir=tmp_path)
+    report = ingest_day(cube, sources, DAY, M09, DOMAIN, IngestOptions(tmp_path))
     assert [o.status for o in report.outcomes] == ["failed", "complete"]
     assert not report.ok and report.failed[0].source == "imerg"
     np.testing.assert_allclose(cube.read("smap", ["smap"], DAY, DAY)["smap"].values, 0.2)
@@ -140,12 +146,13 @@ def test_local_files_are_used_and_kept(cube: Cube, tmp_path: Path) -> None:
     folder.mkdir()
     np.save(folder / "mswep_20200301.npy", np.full(DOMAIN.shape, 5.0, dtype=np.float32))
     src = FileSource("mswep", "precip_mswep", writer(0.0))
-    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path, from_dir=folder)
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path, from_dir=folder))
     assert out.status == "complete" and out.notes == ("local",)
     assert (folder / "mswep_20200301.npy").exists()
     np.testing.assert_array_equal(cube.read("forcing", ["precip_mswep"], DAY, DAY).to_array(), 5)
-    missing = ingest_source(cube, src, DAY + dt.timedelta(1), M09, DOMAIN, workdir=tmp_path,
-                            from_dir=folder)  # fmt: skip
+    missing = ingest_source(
+        cube, src, DAY + dt.timedelta(1), M09, DOMAIN, IngestOptions(tmp_path, from_dir=folder)
+    )
     assert missing.status == "failed" and "DateNotServedError" in missing.error
 
 
@@ -160,8 +167,9 @@ def test_credentials_never_reach_errors_logs_or_manifests(
         raise DateNotServedError(f"request with key {secret} / password=hunter2-fake-pw refused")
 
     caplog.set_level(logging.DEBUG)
-    out = ingest_source(cube, FileSource("era5", "precip_era5", leaky), DAY, M09, DOMAIN,
-                        workdir=tmp_path)  # fmt: skip
+    out = ingest_source(
+        cube, FileSource("era5", "precip_era5", leaky), DAY, M09, DOMAIN, IngestOptions(tmp_path)
+    )
     assert out.status == "failed"
     texts = [out.error, caplog.text, Path(cube.path.parent / "manifests").rglob("*.json")]
     manifests = "".join(p.read_text() for p in texts.pop())
@@ -171,8 +179,9 @@ def test_credentials_never_reach_errors_logs_or_manifests(
 
 
 def test_an_empty_smap_day_is_written_as_missing_with_a_note(cube: Cube, tmp_path: Path) -> None:
-    out = ingest_source(cube, FileSource("smap", "smap", writer(np.nan)), DAY, M09, DOMAIN,
-                        workdir=tmp_path)  # fmt: skip
+    out = ingest_source(
+        cube, FileSource("smap", "smap", writer(np.nan)), DAY, M09, DOMAIN, IngestOptions(tmp_path)
+    )
     assert out.status == "complete" and "empty:smap" in out.notes
     part = cube.manifest(DAY)["entries"]["smap/smap"]["parts"][-1]
     assert part["notes"] == ["empty:smap"]
@@ -192,7 +201,7 @@ def test_transient_fetch_failures_are_retried_permanent_ones_are_not(cube, tmp_p
         np.save(path, np.full(DOMAIN.shape, 280.0, dtype=np.float32))
 
     src = FileSource("era5_land", "t2m", flaky)
-    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path, retry=Retry(3, 0.0))
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path, retry=Retry(3, 0.0)))
     assert out.status == "complete" and len(calls) == 3
 
     calls.clear()
@@ -202,5 +211,5 @@ def test_transient_fetch_failures_are_retried_permanent_ones_are_not(cube, tmp_p
         raise DateNotServedError("not yet")
 
     src = FileSource("imerg", "precip_imerg", late)
-    out = ingest_source(cube, src, DAY, M09, DOMAIN, workdir=tmp_path, retry=Retry(3, 0.0))
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path, retry=Retry(3, 0.0)))
     assert out.status == "failed" and len(calls) == 1

@@ -251,7 +251,7 @@ def test_all_nan_field_names_date_and_variable(tmp_path):
 
 def test_nrt_version_raises_the_provisional_flag():
     from gsm3_ops.config import QualityFlagConfig
-    from gsm3_ops.publish.derived import is_provisional
+    from gsm3_ops.publish.flags import is_provisional
 
     markers = QualityFlagConfig().provisional_versions
     assert is_provisional("MSWEP-2.8-NRT", markers)

@@ -82,8 +82,18 @@ def test_rerun_is_identical_and_uses_the_cached_model(first_run) -> None:
     with rasterio.open(again.cog) as a:
         data = a.read(1)
     assert np.array_equal(data, before.soil_moisture.sel(time=str(DAY)).values, equal_nan=True)
-    assert len(cog_bytes) > 0
+    assert again.skipped and again.cog.read_bytes() == cog_bytes
     assert again.seconds < first_seconds
+
+    # Forced, the day is recomputed from the stored state with the cached model: same bytes,
+    # same bundle, and the cached bundle's files untouched (not retrained).
+    models = sorted(dep.settings.model_dir.rglob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in models}
+    forced = run_day(dep, DAY, progress=False, force=True)
+    assert not forced.skipped and forced.cog.read_bytes() == cog_bytes
+    assert {p: p.stat().st_mtime_ns for p in sorted(dep.settings.model_dir.rglob("*"))} == stamps
+    first_id = json.loads(result.manifest.read_text())["bundle_id"]
+    assert json.loads(forced.manifest.read_text())["bundle_id"] == first_id
 
 
 def test_next_day_steps_from_stored_state(first_run) -> None:

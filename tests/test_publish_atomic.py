@@ -26,6 +26,7 @@ from gsm3_ops.publish.atomic import JOURNALS, STAGING
 from gsm3_ops.publish.cog import validate_cog
 from gsm3_ops.publish.day import DayProduct, publish_day
 from gsm3_ops.publish.layers import FLAG_FILL
+from gsm3_ops.publish.manifest import DayManifest, manifest_path
 from gsm3_ops.publish.product import time_length
 
 WINDOW = Window(800, 2300, 12, 10)
@@ -44,7 +45,7 @@ def layers_for(day: dt.date, version: int = 0) -> dict[str, np.ndarray]:
 
 
 def manifest_for(root: Path, day: dt.date) -> Path:
-    return root / "manifests" / f"gsm3_{day:%Y%m%d}.json"
+    return manifest_path(root, day)
 
 
 def publish(root: Path, day: dt.date, version: int = 0, cfg: ProductConfig = CFG):
@@ -58,8 +59,8 @@ def publish(root: Path, day: dt.date, version: int = 0, cfg: ProductConfig = CFG
         land=land,
         extra_files={root / "manifests" / f"gsm3_{day:%Y%m%d}.config.yaml": b"profile: demo\n"},
     )
-    record = {"date": day.isoformat(), "status": "complete", "version": version}
-    return publish_day(root, M09, WINDOW, cfg, CHUNK, dp, manifest_for(root, day), record)
+    record = DayManifest(date=day, status="complete", version=version)
+    return publish_day(root, M09, WINDOW, cfg, CHUNK, dp, record)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -138,7 +139,7 @@ def _fail_rename(predicate):
     return rename
 
 
-MANIFEST = re.compile(r"/manifests/gsm3_\d{8}\.json$")
+MANIFEST = re.compile(r"/manifests/\d{4}/gsm3_\d{8}\.json$")
 
 # Each step of a day's publication, made to fail: the previous product must stay as it was.
 STEPS = {

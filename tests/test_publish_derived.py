@@ -13,12 +13,13 @@ import zarr
 from matplotlib.image import imread
 from scipy.stats import percentileofscore
 
-from gsm3_ops.config import ClimatologyConfig, QualityFlagConfig
-from gsm3_ops.cube import Cube
+from gsm3_ops.config import ClimatologyConfig, ProductConfig, QualityFlagConfig
+from gsm3_ops.cube import Cube, written_parts
 from gsm3_ops.grid import M09, Window
-from gsm3_ops.publish import derived
-from gsm3_ops.publish.layers import FLAG_FILL, QUALITY_FLAGS
-from gsm3_ops.publish.product import write_day
+from gsm3_ops.publish import derived, flags
+from gsm3_ops.publish.day import DayProduct, publish_day
+from gsm3_ops.publish.layers import BASE_LAYERS, FLAG_FILL, LAYERS, QUALITY_FLAGS
+from gsm3_ops.publish.manifest import DayManifest
 from gsm3_ops.publish.quicklook import render
 
 WINDOW = Window(800, 2300, 6, 5)
@@ -29,10 +30,12 @@ FLAGS = QualityFlagConfig()
 
 def _history(tmp_path, values) -> tuple:
     """A product whose days before ``DAY`` hold ``values(date) -> (rows, cols)`` (fast: the
-    history is written straight into the zarr arrays after one published day)."""
-    path = tmp_path / "gsm3.zarr"
-    empty = {"soil_moisture": np.full(WINDOW.shape, np.nan, np.float32)}
-    write_day(path, DAY, empty, M09, WINDOW, START, tile=8)
+    history is written straight into the zarr arrays after one day published empty)."""
+    empty = {name: LAYERS[name].empty(WINDOW.shape) for name in BASE_LAYERS}
+    cfg = ProductConfig(start=START, quicklook=False)
+    record = DayManifest(date=DAY, status="complete")
+    published = publish_day(tmp_path, M09, WINDOW, cfg, 8, DayProduct(DAY, empty, {}), record)
+    path = published.product
     arr = zarr.open_array(path / "soil_moisture", mode="r+")
     days = pd.date_range(START, DAY - dt.timedelta(days=1)).date
     arr[: len(days)] = np.stack([values(d) for d in days]).astype(np.float32)
@@ -134,9 +137,9 @@ def test_baseline_climatology_counts_the_new_value_of_the_day(tmp_path) -> None:
 def test_provisional_versions_are_matched_as_whole_tokens() -> None:
     markers = FLAGS.provisional_versions
     for version in ("ERA5T", "era5t", "IMERG-Early", "imerg late v07", "MSWEP NRT"):
-        assert derived.is_provisional(version, markers), version
+        assert flags.is_provisional(version, markers), version
     for version in ("ERA5", "IMERG final V07B", "latest", "MSWEP past", "synthetic-v1-seed42"):
-        assert not derived.is_provisional(version, markers), version
+        assert not flags.is_provisional(version, markers), version
 
 
 def test_provisional_mask_follows_the_cube_manifest(tmp_path) -> None:
@@ -153,7 +156,8 @@ def test_provisional_mask_follows_the_cube_manifest(tmp_path) -> None:
     cube.write("forcing", ds(domain), source="era5_land", version="ERA5")
     part = Window(805, 2310, 4, 6)
     cube.write("forcing", ds(part), source="era5", version="ERA5T")
-    mask = derived.provisional_mask(cube.manifest(day), domain, FLAGS.provisional_versions)
+    parts = written_parts(cube.manifest(day), "forcing")
+    mask = flags.provisional_mask(parts, domain, FLAGS.provisional_versions)
     expected = np.zeros(domain.shape, bool)
     expected[5:9, 10:16] = True
     np.testing.assert_array_equal(mask, expected)
@@ -163,24 +167,24 @@ def test_physical_flag_masks() -> None:
     nan = np.nan
     stl1 = np.array([270.0, 280.0, nan, 280.0])
     t2m = np.array([280.0, 270.0, 280.0, nan])
-    assert derived.frozen_mask(stl1, t2m, FLAGS).tolist() == [True, True, False, False]
+    assert flags.frozen_mask(stl1, t2m, FLAGS).tolist() == [True, True, False, False]
     aspect = np.array([0.9, 0.9, 0.9, 0.2, nan])
     slope = np.array([5.0, 5.0, 0.3, 5.0, 5.0])
     smap = np.array([0.10, 0.30, 0.10, 0.10, 0.10])
-    assert derived.dry_north_slope_mask(aspect, slope, smap, FLAGS).tolist() == [
+    assert flags.dry_north_slope_mask(aspect, slope, smap, FLAGS).tolist() == [
         True, False, False, False, False,
     ]  # fmt: skip
     lat = np.array([70.0, 70.0, 70.0, 50.0])
     day_lst = np.array([260.0, 300.0, nan, 260.0])
     night_lst = np.array([250.0, 290.0, nan, 250.0])
-    assert derived.permafrost_mask(lat, day_lst, night_lst, FLAGS).tolist() == [
+    assert flags.permafrost_mask(lat, day_lst, night_lst, FLAGS).tolist() == [
         True, False, True, False,
     ]  # fmt: skip
 
 
 def test_compose_flags_sets_bits_and_fill() -> None:
     valid = np.array([True, True, True, False])
-    flag = derived.compose_flags(
+    flag = flags.compose_flags(
         valid,
         gap_filled=np.array([True, False, True, True]),
         frozen=np.array([False, False, True, True]),
@@ -190,7 +194,7 @@ def test_compose_flags_sets_bits_and_fill() -> None:
     assert flag.tolist() == [1, 16, 1 | 4 | 16, FLAG_FILL]
     assert sum(QUALITY_FLAGS) < FLAG_FILL  # no valid combination equals the fill value
     with pytest.raises(ValueError, match="unknown quality-flag bits"):
-        derived.compose_flags(valid, cloudy=valid)
+        flags.compose_flags(valid, cloudy=valid)
 
 
 def test_quicklook_is_a_png_of_the_map() -> None:

@@ -21,13 +21,15 @@ import xarray as xr
 
 from gsm3_ops.config import load_settings
 from gsm3_ops.grid import Window
+from gsm3_ops.inference.daily import DayOutput
+from gsm3_ops.inference.tile import Start
 from gsm3_ops.ops import pipeline
-from gsm3_ops.ops.deployment import Deployment, RunError
+from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
-from gsm3_ops.ops.manifest import failure_path, manifest_path
 from gsm3_ops.publish import day as day_module
 from gsm3_ops.publish.cog import validate_cog
 from gsm3_ops.publish.layers import FLAG_FILL, FLAG_FROZEN, FLAG_GAP_FILLED, FLAG_PROVISIONAL
+from gsm3_ops.publish.manifest import failure_path, manifest_path
 from tests.test_pipeline import DAY, _config
 
 
@@ -38,6 +40,22 @@ def _prediction(dep: Deployment) -> dict[str, np.ndarray]:
     gaps[0] = land[0]  # the top row had a forcing gap
     return {"soil_moisture": sm.astype(np.float32),
             "soil_moisture_sd": (sm / 20).astype(np.float32), "gap_filled": gaps}  # fmt: skip
+
+
+def _fake_model(monkeypatch) -> None:
+    """No training or inference: the day's own inputs, then a fixed prediction."""
+
+    def plan(dep, cube, day):
+        return pipeline.DayPlan([(day, day)], None, None)
+
+    def predict(dep, cube, plan, day, progress):
+        p = _prediction(dep)
+        start = Start("stored", day, day - dt.timedelta(days=1))
+        out = DayOutput(p["soil_moisture"], p["soil_moisture_sd"], p["gap_filled"], start, 1)
+        return SimpleNamespace(bundle_id="b-1"), out
+
+    monkeypatch.setattr(pipeline, "plan_day", plan)
+    monkeypatch.setattr(pipeline, "_predict", predict)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +78,7 @@ def deployment(tmp_path_factory):
 
 @pytest.fixture
 def no_model(monkeypatch, deployment):
-    monkeypatch.setattr(pipeline, "ensure_bundle", lambda *a: SimpleNamespace(bundle_id="b-1"))
-    monkeypatch.setattr(pipeline, "_predict", lambda dep, *a: _prediction(dep))
+    _fake_model(monkeypatch)
 
 
 def test_run_day_publishes_the_day_with_its_flag_bits(deployment, no_model) -> None:
@@ -113,7 +130,7 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
     for day in (DAY, DAY + dt.timedelta(days=1)):  # a rewrite and a new day
         with pytest.raises(pipeline.DayFailedError, match="No space left on device") as info:
             pipeline.run_day(dep, day, progress=False, force=True)
-        assert isinstance(info.value, RunError)  # the CLI reports it in one line
+        assert info.value.exit_code == 1  # the CLI reports it in one line, exit 1
         record = json.loads(failure_path(root, day).read_text())
         assert record["status"] == "failed" and "No space left" in record["error"]
     assert manifest_path(root, DAY).read_bytes() == manifest_before
@@ -122,7 +139,6 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
         xr.open_zarr(root / "gsm3.zarr", consolidated=False).load(), product_before
     )
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline, "ensure_bundle", lambda *a: SimpleNamespace(bundle_id="b-1"))
-    monkeypatch.setattr(pipeline, "_predict", lambda dep, *a: _prediction(dep))
+    _fake_model(monkeypatch)
     pipeline.run_day(dep, DAY, progress=False, force=True)  # published again: record removed
     assert not failure_path(root, DAY).exists()

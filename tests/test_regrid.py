@@ -11,7 +11,7 @@ import xarray as xr
 from pyproj import Transformer
 
 from gsm3_ops import regrid
-from gsm3_ops.grid import M09, M36, GridError, Window
+from gsm3_ops.grid import M09, M36, Window
 from gsm3_ops.regrid import RegridError
 
 # Independent of regrid.py's own transformers.
@@ -234,22 +234,19 @@ def test_weights_are_cached() -> None:
 # Points and stations
 
 
-def test_point_to_cell_finds_the_cell() -> None:
-    """Known points land in their cells; 0..360 longitudes fold; off-grid points are named."""
+def test_stations_land_in_their_cells() -> None:
+    """Known points land in their cells (the grid's lookup, which the in-situ cube uses);
+    0..360 longitudes fold; points off the grid are -1 (tests/test_grid.py)."""
     # Just north-east of (0, 0): the cell right of the central meridian, above the equator.
-    row, col = regrid.point_to_cell(np.array([0.01, 359.99]), np.array([0.01, -0.01]), M09)
+    row, col = M09.lonlat_to_rowcol(np.array([0.01, 359.99]), np.array([0.01, -0.01]))
     assert row.tolist() == [M09.n_rows // 2 - 1, M09.n_rows // 2]
     assert col.tolist() == [M09.n_cols // 2, M09.n_cols // 2 - 1]
     # A USCRN station (Stillwater 2 W, OK): cell bounds computed independently contain it.
     lon, lat = -97.0914, 36.1181
-    (r,), (c,) = regrid.point_to_cell(lon, lat, M09)
+    (r,), (c,) = M09.lonlat_to_rowcol(np.array([lon]), np.array([lat]))
     x, y = TO_XY.transform(lon, lat)
     xmin, ymin, xmax, ymax = M09.cell_bounds(r, c)
     assert xmin <= x < xmax and ymin < y <= ymax
-    with pytest.raises(GridError, match=r"1 point\(s\) off the M09 grid .*\(10, 88\)"):
-        regrid.point_to_cell([0.0, 10.0], [0.0, 88.0], M09)
-    with pytest.raises(GridError, match="off the M09 grid"):
-        regrid.point_to_cell([np.nan], [0.0], M09)
 
 
 def test_cell_index_agrees_with_the_grid() -> None:
@@ -269,7 +266,7 @@ def test_cell_index_agrees_with_the_grid() -> None:
     assert (idx[~inside] == -1).all()
 
 
-def test_points_to_ease_bins_fine_pixels() -> None:
+def test_bin_points_bins_fine_pixels() -> None:
     """Pixel centres inside a cell are averaged; NaN values and points off the window ignored."""
     window = Window(700, 2100, 3, 4)
     rows, cols = np.meshgrid(np.arange(700, 703), np.arange(2100, 2104), indexing="ij")
@@ -292,7 +289,7 @@ def test_points_to_ease_bins_fine_pixels() -> None:
     assert mean.dtype == np.float32
     np.testing.assert_allclose(mean, expected, rtol=1e-6)
     assert count[0, 0] == 24 and (count.ravel()[1:] == 25).all()
-    empty = regrid.points_to_ease(np.array([0.0]), np.array([0.0]), np.array([1.0]), M09, window)
+    empty, _ = regrid.bin_points(np.array([0.0]), np.array([0.0]), np.array([1.0]), M09, window)
     assert np.isnan(empty).all()
 
 
@@ -317,7 +314,9 @@ def test_real_era5_swvl1_with_land_sea_mask(fixtures: Path) -> None:
         assert np.isfinite(out.values[land_w > 0]).all()
         assert 0.2 < (land_w == 0).mean() < 0.8
         # Open sea west of Ireland (-11.5 E, 50 N) is NaN; Paris (2.35 E, 48.86 N) is land.
-        (r_sea, r_par), (c_sea, c_par) = regrid.point_to_cell([-11.5, 2.35], [50.0, 48.86], M09)
+        (r_sea, r_par), (c_sea, c_par) = M09.lonlat_to_rowcol(
+            np.array([-11.5, 2.35]), np.array([50.0, 48.86])
+        )
         assert np.isnan(out.values[r_sea - window.row0, c_sea - window.col0])
         paris = float(out.values[r_par - window.row0, c_par - window.col0])
         assert 0.05 < paris < 0.6

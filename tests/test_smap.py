@@ -16,7 +16,7 @@ import pytest
 
 from gsm3_ops.cube import Cube
 from gsm3_ops.grid import M09, M36, EaseGrid, Window
-from gsm3_ops.ops.ingest_day import ingest_source
+from gsm3_ops.ops.ingest_day import IngestOptions, ingest_source
 from gsm3_ops.sources.base import (
     CorruptFileError,
     DateNotServedError,
@@ -254,7 +254,7 @@ def test_ingest_into_the_cube(file_9km: Path, tmp_path: Path) -> None:
     domain = Window(800, 2300, 16, 16)
     cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY, tile_size=16)
     src = SmapSource(client=FakeEarthaccess({("SPL3SMP_E", "006"): [file_9km]}))
-    outcome = ingest_source(cube, src, DAY, M09, domain, workdir=tmp_path / "raw")
+    outcome = ingest_source(cube, src, DAY, M09, domain, IngestOptions(tmp_path / "raw"))
     assert outcome.status == "complete", outcome.error
     assert outcome.version == "SPL3SMP_E.006" and outcome.notes == ("crid:R19240_001",)
     stored = cube.read("smap", ["smap"], DAY, DAY)["smap"].values[0]
@@ -337,7 +337,9 @@ def test_credential_failure_recorded_without_secrets(
     )
     domain = Window(800, 2300, 16, 16)
     cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY, tile_size=16)
-    outcome = ingest_source(cube, SmapSource(client=fake), DAY, M09, domain, workdir=tmp_path / "w")
+    outcome = ingest_source(
+        cube, SmapSource(client=fake), DAY, M09, domain, IngestOptions(tmp_path / "w")
+    )
     assert outcome.status == "failed" and "Earthdata login failed" in outcome.error
     recorded = str(cube.manifest(DAY)["failures"])
     for text in (outcome.error, recorded):

@@ -10,7 +10,15 @@
 Callers use this package's names only; see ``docs/cube.md``.
 """
 
-from gsm3_ops.cube.manifest import COMPLETE, INCOMPLETE, MISSING, WRITING, CubeError, status_of
+from gsm3_ops.cube.manifest import (
+    COMPLETE,
+    INCOMPLETE,
+    MISSING,
+    WRITING,
+    CubeError,
+    status_of,
+    written_parts,
+)
 from gsm3_ops.cube.store import DEFAULT_END, DEFAULT_START, DEFAULT_TILE_SIZE, Cube
 
 __all__ = [
@@ -24,4 +32,5 @@ __all__ = [
     "Cube",
     "CubeError",
     "status_of",
+    "written_parts",
 ]

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from gsm3_ops.atomicfile import write_json_atomic
 from gsm3_ops.errors import InputError
 
 MANIFEST_FORMAT = 1
@@ -71,6 +71,21 @@ def status_of(doc: Mapping[str, Any]) -> str:
     if all(e.get("status") == COMPLETE for e in entries.values()):
         return COMPLETE
     return INCOMPLETE
+
+
+def written_parts(doc: Mapping[str, Any], group: str) -> list[tuple[str, dict[str, int]]]:
+    """(version, grid window) of every part that a source of ``group`` wrote into a day
+    manifest document (in-situ parts, which have no window, are left out)."""
+    out = []
+    for key, entry in (doc.get("entries") or {}).items():
+        if key.split("/", 1)[0] != group:
+            continue
+        out += [
+            (str(part.get("version", "")), dict(part["window"]))
+            for part in entry.get("parts") or []
+            if part.get("window") is not None
+        ]
+    return out
 
 
 class Manifests:
@@ -195,7 +210,7 @@ class Manifests:
             change(doc)
             doc["status"] = status_of(doc)
             doc["updated"] = _now()
-            _atomic_write_json(path, doc)
+            write_json_atomic(path, doc, sort_keys=True)
 
     def _empty(self, path: Path) -> dict[str, Any]:
         """A manifest with no entries for ``path``."""
@@ -262,22 +277,6 @@ def _refresh(entry: dict[str, Any]) -> None:
     entry["status"] = COMPLETE if all(p["status"] == COMPLETE for p in parts) else WRITING
     entry["version"] = parts[-1]["version"] if parts else None  # the most recent write's
     entry["variables"] = sorted({v for p in parts for v in p["variables"]})
-
-
-def _atomic_write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` as JSON to ``path`` via a temporary file in the same folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _now() -> str:

@@ -26,6 +26,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from gsm3_ops import variables as registry
+from gsm3_ops.config import CubeConfig
 from gsm3_ops.cube.insitu import SITE_COORDS, InsituGroup, create_insitu_arrays
 from gsm3_ops.cube.layout import (
     CUBE_FORMAT,
@@ -61,8 +62,9 @@ from gsm3_ops.grid import CRS, EaseGrid, GridError, Window, get_grid
 
 __all__ = ["DEFAULT_END", "DEFAULT_START", "DEFAULT_TILE_SIZE", "Cube"]
 
-DEFAULT_START = date(2000, 1, 1)
-DEFAULT_END = date(2035, 12, 31)
+# The pre-allocated time axis of a cube created without dates: config.CubeConfig's defaults.
+DEFAULT_START: date = CubeConfig().start
+DEFAULT_END: date = CubeConfig().end
 DEFAULT_TILE_SIZE = 256
 
 DAILY_GROUPS = ("forcing", "smap")  # (time, y, x)

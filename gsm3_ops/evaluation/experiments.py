@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from gsm3_ops import __version__
 from gsm3_ops.cube import Cube
-from gsm3_ops.errors import TrainingError
 from gsm3_ops.evaluation import folds as folding
 from gsm3_ops.evaluation.figures import land_map
 from gsm3_ops.evaluation.locations import (
@@ -32,34 +31,24 @@ from gsm3_ops.evaluation.locations import (
 from gsm3_ops.evaluation.predict import missing_inputs, predict_series, read_inputs, target_head
 from gsm3_ops.evaluation.references import (
     Reference,
-    ReferenceProductError,
     check_reference,
     parse_reference,
     reference_series,
 )
 from gsm3_ops.evaluation.report import Report, write_report
 from gsm3_ops.evaluation.scores import EvaluationError, Scores, scores_from_series, skips
-from gsm3_ops.features import FeatureError
-from gsm3_ops.inference.engine import pick_device
-from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
+from gsm3_ops.model.bundle import Bundle, load_bundle
+from gsm3_ops.model.device import pick_device
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
-from gsm3_ops.training.dataset import CellSet, build_training_data
-from gsm3_ops.training.splits import SplitError
-from gsm3_ops.training.trainer import train_ensemble
+from gsm3_ops.ops.lock import run_lock
+from gsm3_ops.training.dataset import CellSet
+from gsm3_ops.training.ensemble import build_bundle
 from gsm3_ops.variables import REGISTRY, feature_set
 
 log = logging.getLogger(__name__)
 
 MODEL = "GSM3"
-# Errors a user can fix: a bad option, reference, site set or training input.
-EVALUATION_ERRORS = (
-    EvaluationError,
-    ReferenceProductError,
-    TrainingError,
-    FeatureError,
-    SplitError,
-)
 
 
 @dataclass(frozen=True)
@@ -266,51 +255,28 @@ def _bundle_held_out(bundle: Bundle, sites: pd.DataFrame) -> np.ndarray | None:
 def _train_fold(
     dep: Deployment, cube: Cube, train: CellSet, fold: folding.Fold, out: Path, progress: bool
 ) -> Bundle:
-    """Train one fold's ensemble on ``train`` cells over the fold's training period."""
-    s, t = dep.settings, dep.settings.training
-    forcings, statics = (list(v) for v in feature_set(s.model.feature_set))
-    targets = list(s.model.targets)
-    start, end = fold.train
-    data, stats = build_training_data(cube, forcings, statics, targets, start, end, train)
-    log.info(
-        "fold %s: %d members on %d locations x %d days", fold.name, t.members, *data.x.shape[:2]
+    """Train one fold's ensemble on ``train`` cells over the fold's training period (the
+    statistics from those cells only), through the bundle builder."""
+    rows, cols = dep.land_cells
+    held = CellSet(rows[fold.held], cols[fold.held], dep.domain.row0, dep.domain.col0)
+    path = build_bundle(
+        cube, train, fold.train, dep.settings, out, held_out=held, fold=fold.name, progress=False
     )
-    spec = BundleSpec(
-        forcings=forcings,
-        statics=statics,
-        targets=targets,
-        hidden_size=s.model.hidden_size,
-        dropout=s.model.dropout,
-        stats=stats,
-        grid=s.grid,
-        product_target=s.model.product_target,
-        code_version=__version__,
-    )
-    results = train_ensemble(data, spec, t, progress=False)
-    spec.training = {
-        "config": s.model_dump(mode="json"),
-        "period": [start.isoformat(), end.isoformat()],
-        "seeds": [t.seed + k for k in range(t.members)],
-        "fold": fold.name,
-        "n_cells": int(train.rows.size),
-        "n_sites": int(data.is_site.sum()),
-        "iterations": results[0].iterations,
-    }
-    spec.metrics = {"final_loss": [float(np.mean(r.losses[-10:])) for r in results]}
-    return load_bundle(save_bundle(out, spec, [r.net for r in results]))
+    return load_bundle(path)
 
 
 def options_from_cli(
     against: str = "insitu",
     folds: int = 5,
     min_pairs: int = 30,
-    start: str | None = None,
-    end: str | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
     references: list[str] | None = None,
     own_days: bool = False,
     held_out_only: bool = False,
 ) -> EvaluationOptions:
-    """Options from command-line text; a bad value raises :class:`EvaluationError` naming
+    """Options from the command line (dates already parsed); a bad value raises
+    :class:`EvaluationError` naming
     the flag."""
     if against not in AGAINST:
         raise EvaluationError(f"--against {against!r}: choose one of {', '.join(AGAINST)}")
@@ -324,21 +290,12 @@ def options_from_cli(
         against=against,
         folds=folds,
         min_pairs=min_pairs,
-        start=_day(start, "--start"),
-        end=_day(end, "--end"),
+        start=start,
+        end=end,
         references=refs,
         same_days=not own_days,
         held_out_only=held_out_only,
     )
-
-
-def _day(text: str | None, flag: str) -> dt.date | None:
-    if text is None:
-        return None
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise EvaluationError(f"{flag} {text!r} is not a date in the form YYYY-MM-DD") from None
 
 
 def evaluate(
@@ -349,7 +306,8 @@ def evaluate(
     bundle: Path | None = None,
     progress: bool = True,
 ) -> Report:
-    """Run an experiment or score a bundle, then write the report directory ``out``.
+    """Run an experiment or score a bundle, then write the report directory ``out``; under
+    the deployment's run lock (it ingests into the cube).
 
     The inputs are checked before anything is written.
     """
@@ -364,10 +322,11 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dep.settings.to_yaml())
-    if experiment is not None:
-        scores = run_experiment(dep, experiment, out, opts, progress)
-    else:
-        assert bundle is not None
-        scores = evaluate_bundle(dep, bundle, opts, progress)
+    with run_lock(dep.settings.data_root):
+        if experiment is not None:
+            scores = run_experiment(dep, experiment, out, opts, progress)
+        else:
+            assert bundle is not None
+            scores = evaluate_bundle(dep, bundle, opts, progress)
     land = land_map(dep.grid, dep.domain)
     return write_report(scores, out, land, seed=dep.settings.training.seed)

@@ -67,15 +67,6 @@ def _blocked(
     return torch.cat(ys), state
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was configured but no CUDA device is available")
-    return torch.device(name)
-
-
 @dataclass
 class Engine:
     """A bundle on a device, with how many cells run at once.

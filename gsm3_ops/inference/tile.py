@@ -28,9 +28,10 @@ from gsm3_ops.config import InferenceConfig
 from gsm3_ops.cube import Cube
 from gsm3_ops.features import assemble_inputs, missing_input_mask
 from gsm3_ops.grid import Window
-from gsm3_ops.inference.engine import Engine, States, pick_device
+from gsm3_ops.inference.engine import Engine, States
 from gsm3_ops.inference.state import read_tile, stored_dtype, tile_key, write_tile
 from gsm3_ops.model.bundle import load_bundle
+from gsm3_ops.model.device import pick_device
 
 ONE_DAY = dt.timedelta(days=1)
 

@@ -26,7 +26,13 @@ FORMAT_VERSION = 1
 
 
 class BundleError(InputError):
-    """A bundle directory that is missing, incomplete, unsafe or inconsistent."""
+    """A bundle directory that is missing, incomplete, unsafe or inconsistent.
+
+    Exit status 2: the bundle is one the user named (``model.bundle``, ``--model``), so the
+    fix is to point at a trained bundle before trying again.
+    """
+
+    exit_code = 2
 
 
 @dataclass

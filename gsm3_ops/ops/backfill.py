@@ -13,18 +13,20 @@ upgraded (ERA5T -> ERA5, IMERG late -> final) are redone too; provisional days a
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from gsm3_ops.ops.deployment import Deployment, RunError
+from gsm3_ops.config import Settings
+from gsm3_ops.errors import Gsm3Error
+from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.ops.inputs import input_versions, missing_inputs
-from gsm3_ops.ops.manifest import manifest_path
-from gsm3_ops.ops.pipeline import DayFailedError, run_day
+from gsm3_ops.ops.pipeline import run_day
+from gsm3_ops.ops.status import record_last_run
+from gsm3_ops.publish.manifest import DayManifest
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +41,38 @@ class BackfillResult:
     seconds: float = 0.0
 
 
-def _published(dep: Deployment, day: dt.date) -> dict | None:
-    try:
-        doc = json.loads(manifest_path(dep.settings.publish_root, day).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return doc if doc.get("status") == "complete" else None
+def run_backfill(
+    settings: Settings,
+    start: dt.date,
+    end: dt.date,
+    *,
+    reprocess_upgraded: bool = False,
+    progress: bool = True,
+) -> BackfillResult:
+    """``gsm3-ops backfill``: check both ends of the range, produce it, record the outcome in
+    ``last_run.json``."""
+    dep = Deployment(settings)
+    today = dt.date.today()
+    dep.check_day(start, today)
+    dep.check_day(end, today)
+    result = backfill(dep, start, end, reprocess_upgraded=reprocess_upgraded, progress=progress)
+    record_last_run(
+        settings.publish_root, "backfill", "failed" if result.failed else "ok",
+        start=str(start), end=str(end), produced=len(result.produced),
+        skipped=len(result.skipped), failed={str(d): e for d, e in result.failed.items()},
+    )  # fmt: skip
+    return result
+
+
+def _published(dep: Deployment, day: dt.date) -> DayManifest | None:
+    record = DayManifest.load(dep.settings.publish_root, day)
+    return record if record is not None and record.published else None
 
 
 def upgraded(dep: Deployment, day: dt.date, current: dict) -> bool:
     """Whether the cube now holds other input versions than ``day`` was published from."""
-    doc = _published(dep, day)
-    return doc is not None and doc.get("input_versions") != input_versions(current)
+    record = _published(dep, day)
+    return record is not None and record.input_versions != input_versions(current)
 
 
 def backfill(
@@ -70,11 +92,11 @@ def backfill(
     ensure_days(dep, cube, start, end)
     bar = tqdm(days, desc="backfill", unit="day", disable=not progress)
     for day in bar:
-        doc = _published(dep, day)
-        if doc and doc.get("provisional") and missing_inputs(dep.settings, cube.manifest(day)):
+        record = _published(dep, day)
+        if record and record.provisional and missing_inputs(dep.settings, cube.manifest(day)):
             result.skipped.append(day)  # still provisional: its late inputs are not in yet
             continue
-        redo = doc is None or doc.get("provisional")
+        redo = record is None or record.provisional
         if not redo and reprocess_upgraded and upgraded(dep, day, cube.manifest(day)):
             log.info("%s: inputs upgraded since publication; reprocessing", day)
             redo = True
@@ -83,7 +105,7 @@ def backfill(
             continue
         try:
             run_day(dep, day, progress=False, force=True)
-        except (DayFailedError, RunError) as exc:
+        except Gsm3Error as exc:
             log.error("%s failed: %s", day, exc)
             result.failed[day] = str(exc)
         else:

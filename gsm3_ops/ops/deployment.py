@@ -47,6 +47,14 @@ class Deployment:
         return self.grid.land_mask(self.domain)
 
     @cached_property
+    def latitudes(self) -> np.ndarray:
+        """Latitude (degrees) of each cell centre of the domain."""
+        d = self.domain
+        rows = np.arange(d.row0, d.row0 + d.n_rows)
+        _, lat = self.grid.rowcol_to_lonlat(rows, np.zeros_like(rows))  # cylindrical: by row
+        return np.broadcast_to(np.asarray(lat)[:, None], d.shape)
+
+    @cached_property
     def land_cells(self) -> tuple[np.ndarray, np.ndarray]:
         """Domain-relative (rows, cols) of land cells, row-major."""
         return np.nonzero(self.land)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import xarray as xr
 
 from gsm3_ops.cube import Cube, status_of
 from gsm3_ops.errors import SourceError
+from gsm3_ops.ops import ingest_other
 from gsm3_ops.ops.deployment import Deployment, RunError
-from gsm3_ops.ops.ingest_day import Retry, ingest_day
+from gsm3_ops.ops.ingest_day import IngestOptions, Retry, ingest_day, ingest_range
+from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 from gsm3_ops.sources.checks import check_gridded
 from gsm3_ops.variables import feature_set
 
@@ -68,7 +72,26 @@ def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> in
     """Ingest every day in start..end that is not complete in the cube; return how many
     days were attempted. A day whose input fails its checks is not written; the failure is
     recorded in its cube manifest and the other days go on."""
+    return ensure_ranges(dep, cube, [(start, end)])
+
+
+def ensure_ranges(dep: Deployment, cube: Cube, ranges: Sequence[tuple[dt.date, dt.date]]) -> int:
+    """:func:`ensure_days` over several date ranges (overlaps merged), statics first."""
     ensure_static(dep, cube)
+    return sum(_ensure_range(dep, cube, a, b) for a, b in _merged(ranges))
+
+
+def _merged(ranges: Sequence[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
+    out: list[tuple[dt.date, dt.date]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + dt.timedelta(days=1):
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _ensure_range(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> int:
     if dep.settings.sources.kind != "synthetic":
         return _ensure_real(dep, cube, start, end)
     src = dep.source
@@ -108,14 +131,12 @@ def _ensure_real(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> i
     """Ingest the configured gridded sources for the days of start..end, several at once."""
     sources = dep.gridded_sources(cube=cube)
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    cfg = dep.settings.sources
-    retry = Retry(cfg.fetch_attempts, cfg.fetch_backoff_s)
+    opts = ingest_options(dep)
 
     def one(day: dt.date) -> None:
-        ingest_day(cube, sources, day, dep.grid, dep.domain, workdir=dep.raw_dir,
-                   keep_raw=cfg.keep_raw, retry=retry)  # fmt: skip
+        ingest_day(cube, sources, day, dep.grid, dep.domain, opts)
 
-    with ThreadPoolExecutor(max_workers=cfg.ingest_workers) as pool:
+    with ThreadPoolExecutor(max_workers=dep.settings.sources.ingest_workers) as pool:
         list(pool.map(one, days))
     return len(days)
 
@@ -136,3 +157,58 @@ def _other_version(doc: dict, source: str, version: str) -> bool:
     """Whether a manifest holds an entry written by ``source`` at another version."""
     entries = (doc.get("entries") or {}).values()
     return any(e.get("source") == source and e.get("version") != version for e in entries)
+
+
+def ingest_options(
+    dep: Deployment, from_dir: Path | None = None, force: bool = False
+) -> IngestOptions:
+    """The deployment's ingest options (raw folder, retries), reading ``from_dir`` if given."""
+    cfg = dep.settings.sources
+    return IngestOptions(dep.raw_dir, from_dir, force, cfg.keep_raw,
+                         Retry(cfg.fetch_attempts, cfg.fetch_backoff_s))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IngestLine:
+    """One line of what ``gsm3-ops ingest`` did: ``complete``, ``skipped`` or ``failed``."""
+
+    status: str
+    text: str
+
+
+def ingest_sources(
+    dep: Deployment,
+    names: Sequence[str],
+    first: dt.date,
+    last: dt.date,
+    *,
+    from_dir: Path | None = None,
+    force: bool = False,
+) -> list[IngestLine]:
+    """``gsm3-ops ingest``: the named sources for ``first..last`` into the cube, each routed
+    by kind (gridded day by day, in situ over the range, statics once). A source failing on
+    a day is a ``failed`` line (and recorded in the cube day manifest), not an exception."""
+    check_names(tuple(names))
+    s = dep.settings
+    cube = dep.open_cube()
+    lines: list[IngestLine] = []
+    gridded = tuple(n for n in names if n in GRIDDED)
+    if gridded:
+        reports = ingest_range(cube, dep.gridded_sources(gridded, cube), first, last, dep.grid,
+                               dep.domain, ingest_options(dep, from_dir, force))  # fmt: skip
+        for o in (o for r in reports for o in r.outcomes):
+            detail = o.error if o.status == "failed" else (o.version or "")
+            lines.append(IngestLine(o.status, f"{o.day} {o.source:<10} {o.status:<9} {detail}"))
+    span = f"{first}..{last}"
+    for src in dep.insitu_sources(tuple(n for n in names if n in INSITU)):
+        o = ingest_other.ingest_insitu(cube, src, first, last, dep.grid, dep.domain, s.regions,
+                                       workdir=dep.raw_dir, from_dir=from_dir)  # fmt: skip
+        detail = o.error if o.status == "failed" else f"{o.n_sites} sites ({o.version})"
+        lines.append(IngestLine(o.status, f"{span} {o.source:<10} {o.status:<9} {detail}"))
+        lines += [IngestLine("skipped", f"{span} {o.source:<10} skipped   {p}: {why}")
+                  for p, why in o.skipped]  # fmt: skip
+    if STATIC in names:
+        options = s.sources.options.get(STATIC, {})
+        version = ingest_other.ingest_static(cube, options, dep.grid, dep.domain)
+        lines.append(IngestLine("complete", f"{'static':<21} complete  {version}"))
+    return lines

@@ -51,6 +51,22 @@ class Retry:
     backoff_s: float = 30.0
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """Where raw files go (or come from) and how a source's day is (re)done.
+
+    ``workdir`` takes fetched raw files (``<workdir>/<source>/<YYYY-MM-DD>``), removed after
+    a successful write unless ``keep_raw``; files taken from ``from_dir`` are never touched.
+    ``force`` re-ingests days the cube already holds from the source.
+    """
+
+    workdir: Path
+    from_dir: Path | None = None
+    force: bool = False
+    keep_raw: bool = False
+    retry: Retry = Retry()
+
+
 def fetch_with_retry(source: GriddedSource, day: dt.date, workdir: Path, retry: Retry) -> Granule:
     """``source.fetch`` retried with exponential backoff on transient failures (network,
     server errors); permanent ones (not served yet, corrupt file) are raised at once."""
@@ -123,24 +139,11 @@ def ingest_source(
     day: dt.date,
     grid: EaseGrid,
     window: Window,
-    *,
-    workdir: Path,
-    from_dir: Path | None = None,
-    force: bool = False,
-    keep_raw: bool = False,
-    retry: Retry = Retry(),
+    opts: IngestOptions,
 ) -> Outcome:
-    """Fetch (or take from ``from_dir``), read, grid, check and write one source's day.
-
-    Parameters
-    ----------
-    workdir
-        Where fetched raw files go (``<workdir>/<source>/<YYYY-MM-DD>``); removed after a
-        successful write unless ``keep_raw``. Files taken from ``from_dir`` are never touched.
-    force
-        Re-ingest even when the cube already holds the day from this source.
-    """
-    if not force and from_dir is None and already_ingested(cube, source, day):
+    """Fetch (or take from ``opts.from_dir``), read, grid, check and write one source's day."""
+    workdir, from_dir = opts.workdir, opts.from_dir
+    if not opts.force and from_dir is None and already_ingested(cube, source, day):
         return Outcome(source.name, day, "skipped")
     group = group_of(source)
     raw = workdir / source.name / day.isoformat()
@@ -150,7 +153,7 @@ def ingest_source(
             granule = source.local(day, from_dir)
         else:
             raw.mkdir(parents=True, exist_ok=True)
-            granule = fetch_with_retry(source, day, raw, retry)
+            granule = fetch_with_retry(source, day, raw, opts.retry)
         version = granule.version
         gridded = source.to_grid(source.read(granule), grid, window)
         notes = (*granule.notes, *check_gridded(gridded, source.name))
@@ -160,7 +163,7 @@ def ingest_source(
         log.error("%s %s: %s", source.name, day.isoformat(), message)
         cube.record_failure(day, group=group, source=source.name, version=version, error=message)
         return Outcome(source.name, day, "failed", version, error=message)
-    if from_dir is None and not keep_raw:
+    if from_dir is None and not opts.keep_raw:
         shutil.rmtree(raw, ignore_errors=True)
     log.info("%s %s: %s written (%s)", source.name, day.isoformat(), group, version)
     return Outcome(source.name, day, "complete", version, notes)
@@ -172,31 +175,10 @@ def ingest_day(
     day: dt.date,
     grid: EaseGrid,
     window: Window,
-    *,
-    workdir: Path,
-    from_dir: Path | None = None,
-    force: bool = False,
-    keep_raw: bool = False,
-    retry: Retry = Retry(),
+    opts: IngestOptions,
 ) -> DayReport:
     """Ingest ``day`` from every source in turn; one source failing does not stop the others."""
-    report = DayReport(day)
-    for source in sources:
-        report.outcomes.append(
-            ingest_source(
-                cube,
-                source,
-                day,
-                grid,
-                window,
-                workdir=workdir,
-                from_dir=from_dir,
-                force=force,
-                keep_raw=keep_raw,
-                retry=retry,
-            )
-        )
-    return report
+    return DayReport(day, [ingest_source(cube, src, day, grid, window, opts) for src in sources])
 
 
 def _expected_version(source: GriddedSource, day: dt.date) -> str:
@@ -213,29 +195,8 @@ def ingest_range(
     end: dt.date,
     grid: EaseGrid,
     window: Window,
-    *,
-    workdir: Path,
-    from_dir: Path | None = None,
-    force: bool = False,
-    keep_raw: bool = False,
-    retry: Retry = Retry(),
+    opts: IngestOptions,
 ) -> list[DayReport]:
     """Ingest every day of ``start..end`` from ``sources``; a failed day does not stop the rest."""
-    reports = []
-    for i in range((end - start).days + 1):
-        day = start + dt.timedelta(days=i)
-        reports.append(
-            ingest_day(
-                cube,
-                sources,
-                day,
-                grid,
-                window,
-                workdir=workdir,
-                from_dir=from_dir,
-                force=force,
-                keep_raw=keep_raw,
-                retry=retry,
-            )
-        )
-    return reports
+    days = (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
+    return [ingest_day(cube, sources, day, grid, window, opts) for day in days]

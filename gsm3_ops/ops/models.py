@@ -1,28 +1,35 @@
-"""The profile's model: trained on first use from the cube, cached under ``<data_root>/models``.
+"""The deployment's model: the configured bundle, else one trained on first use and cached.
 
-The cache key is a hash of everything that changes the trained weights (grid, region,
-source, model and training settings, and the synthetic world's version), so a changed
-configuration trains a new bundle.
+Without ``model.bundle``, the bundle of this configuration is cached under
+``<data_root>/models/<profile>-<key>``; the key is a hash of everything that changes the
+trained weights (grid, region, source, model and training settings, and the synthetic
+world's version), so a changed configuration trains a new bundle. Training goes through the
+one bundle builder (``training/ensemble.py``) on ``training.start..end`` minus a seeded
+random holdout of ``training.holdout_fraction`` of the land cells, checkpointing each member
+so that a killed run resumes.
+
+Nothing here ingests on behalf of ``run``: the daily pipeline asks :func:`training_period`
+which days the model needs, ingests them with the rest of its days, then calls
+:func:`ensure_bundle`. :func:`train` (``gsm3-ops train``) ingests its own period.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from gsm3_ops import __version__
-from gsm3_ops.cube import Cube
-from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
+from gsm3_ops.cube import MISSING, Cube
+from gsm3_ops.errors import InputError, UsageError
+from gsm3_ops.model.bundle import Bundle, load_bundle
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.ingest import ensure_days
-from gsm3_ops.training.dataset import CellSet, build_training_data
+from gsm3_ops.ops.lock import run_lock
+from gsm3_ops.training.dataset import CellSet
+from gsm3_ops.training.ensemble import build_bundle
 from gsm3_ops.training.splits import random_holdout
-from gsm3_ops.training.trainer import train_ensemble
-from gsm3_ops.variables import feature_set
 
 log = logging.getLogger(__name__)
 
@@ -47,52 +54,23 @@ def cached_bundle_path(dep: Deployment) -> Path:
     return dep.settings.model_dir / f"{dep.settings.profile}-{bundle_key(dep)}"
 
 
-def train_bundle(dep: Deployment, cube: Cube, out: Path, progress: bool = True) -> Path:
-    """Ingest the training period, train the ensemble and save the bundle to ``out``."""
-    s = dep.settings
-    t = s.training
-    ensure_days(dep, cube, t.start, t.end)
-    rows, cols = dep.land_cells
-    held = random_holdout(rows.size, t.holdout_fraction, t.seed)
-    train = CellSet(rows[~held], cols[~held], dep.domain.row0, dep.domain.col0)
-    forcings, statics = (list(v) for v in feature_set(s.model.feature_set))
-    targets = list(s.model.targets)
-    data, stats = build_training_data(cube, forcings, statics, targets, t.start, t.end, train)
-    log.info("training %d members on %d locations x %d days", t.members, *data.x.shape[:2])
-    spec = BundleSpec(
-        forcings=forcings,
-        statics=statics,
-        targets=targets,
-        hidden_size=s.model.hidden_size,
-        dropout=s.model.dropout,
-        stats=stats,
-        grid=s.grid,
-        product_target=s.model.product_target,
-        code_version=__version__,
-    )
-    results = train_ensemble(data, spec, t, progress)
-    spec.training = {
-        "config": s.model_dump(mode="json"),
-        "period": [t.start.isoformat(), t.end.isoformat()],
-        "seeds": [t.seed + k for k in range(t.members)],
-        "n_cells": int(train.rows.size),
-        "n_sites": int(data.is_site.sum()),
-        "iterations": results[0].iterations,
-        "held_out_cells": {
-            "rows": (rows[held] + dep.domain.row0).tolist(),
-            "cols": (cols[held] + dep.domain.col0).tolist(),
-        },
-    }
-    spec.metrics = {
-        "final_loss": [float(np.mean(r.losses[-10:])) for r in results],
-        "train_seconds": [round(r.seconds, 1) for r in results],
-    }
-    return save_bundle(out, spec, [r.net for r in results])
+def training_period(dep: Deployment) -> tuple[dt.date, dt.date] | None:
+    """The days :func:`ensure_bundle` will read from the cube (``training.start..end``) when
+    it has to train; None when the bundle is configured or already cached."""
+    if dep.settings.model.bundle is not None:
+        return None
+    if (cached_bundle_path(dep) / "bundle.json").is_file():
+        return None
+    t = dep.settings.training
+    return t.start, t.end
 
 
-def ensure_bundle(dep: Deployment, cube: Cube, progress: bool = True) -> Bundle:
+def ensure_bundle(dep: Deployment, cube: Cube | None, progress: bool = True) -> Bundle:
     """The configured bundle (``model.bundle``), else the cached bundle of this configuration,
-    trained first when absent."""
+    trained when absent (resuming from its checkpoints after an interrupted attempt).
+
+    The cube must already hold :func:`training_period`; this never ingests.
+    """
     configured = dep.settings.model.bundle
     if configured is not None:
         if not (configured / "bundle.json").is_file():
@@ -103,6 +81,92 @@ def ensure_bundle(dep: Deployment, cube: Cube, progress: bool = True) -> Bundle:
         return load_bundle(configured)
     path = cached_bundle_path(dep)
     if not (path / "bundle.json").is_file():
+        if cube is None:
+            raise RunError(f"no cached model at {path}, and no cube to train one from")
+        t = dep.settings.training
+        _check_ingested(cube, t.start, t.end)
         log.info("no cached model at %s: training one", path)
-        train_bundle(dep, cube, path, progress)
+        _build(dep, cube, path, progress=progress)
     return load_bundle(path)
+
+
+def existing_bundle(dep: Deployment) -> Bundle | None:
+    """The configured bundle (``model.bundle``), else the cached bundle of this
+    configuration; None when it must first be trained (a configured one must exist)."""
+    configured = dep.settings.model.bundle
+    if configured is not None:
+        return ensure_bundle(dep, None)  # raises when the configured bundle is missing
+    path = cached_bundle_path(dep)
+    return load_bundle(path) if (path / "bundle.json").is_file() else None
+
+
+def train(
+    dep: Deployment,
+    out: Path,
+    members: int | None = None,
+    folds: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """``gsm3-ops train``: under the run lock, ingest the training period and build the
+    bundle ``out`` (an interrupted run resumes from ``<out>.checkpoints/``).
+
+    Parameters
+    ----------
+    members, folds
+        At most one: N seeded members (default ``training.members``), or one member per
+        fold of a K-fold split of the training cells.
+
+    Returns
+    -------
+    Path
+        The bundle directory.
+    """
+    if members is not None and folds is not None:
+        raise UsageError("choose --folds or --members, not both")
+    t = dep.settings.training
+    with run_lock(dep.settings.data_root):
+        cube = dep.open_cube()
+        ensure_days(dep, cube, t.start, t.end)
+        return _build(dep, cube, Path(out), members=members, folds=folds, progress=progress)
+
+
+def _build(
+    dep: Deployment,
+    cube: Cube,
+    out: Path,
+    members: int | None = None,
+    folds: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """The deployment's bundle: land cells minus the seeded random holdout, training period."""
+    t = dep.settings.training
+    rows, cols = dep.land_cells
+    held = random_holdout(rows.size, t.holdout_fraction, t.seed)
+    row0, col0 = dep.domain.row0, dep.domain.col0
+    return build_bundle(
+        cube,
+        CellSet(rows[~held], cols[~held], row0, col0),
+        (t.start, t.end),
+        dep.settings,
+        out,
+        held_out=CellSet(rows[held], cols[held], row0, col0),
+        members=members,
+        folds=folds,
+        progress=progress,
+    )
+
+
+def _check_ingested(cube: Cube, start: dt.date, end: dt.date) -> None:
+    """Refuse to train on a period the cube was never given (the caller ingests first).
+
+    Days that were attempted and failed are allowed, as they always were: training reads
+    what the cube holds and masks the gaps.
+    """
+    days = (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
+    absent = [d for d in days if cube.day_status(d) == MISSING]
+    if absent:
+        raise InputError(
+            f"the cube {cube.path} lacks {len(absent)} day(s) of the training period "
+            f"{start}..{end} (first {absent[0]}): ingest them before training "
+            "(ops.models.training_period names the days)"
+        )

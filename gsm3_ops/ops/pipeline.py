@@ -1,16 +1,18 @@
-"""One day end to end: ingest -> features -> inference -> publish. Idempotent.
+"""One day end to end, in one pass down the floors: plan, ingest, predict, publish. Idempotent.
 
-In ``step`` mode the day is always one LSTM step from the state valid at the end of the
-previous day. That state comes from the store when present, else it is replayed day by day
-from the latest earlier state (a checkpoint, within the spin-up length), else spun up from a
-zero state over the ``spinup_days - 1`` days before (a cold start then equals ``window``
-mode). Rerunning a day therefore reproduces it exactly. See ``docs/inference.md``.
+1. **Plan** the input days the run needs: the day itself and the days before it that the
+   LSTM state needs (a stored state: none; a replay from a checkpoint; a cold start: the
+   spin-up), plus the training period when the model must first be trained.
+2. **Ingest** those days once; then read the day's cube manifest once.
+3. **Predict**: train the model on first use (checkpointed), then one LSTM step from the
+   state valid at the end of the previous day (``step`` mode; a cold start equals ``window``
+   mode). Rerunning a day reproduces it exactly. See ``docs/inference.md``.
+4. **Publish**: layers, quality flag, the day's record last.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,29 +21,27 @@ from pathlib import Path
 import numpy as np
 
 from gsm3_ops import variables
-from gsm3_ops.cube import Cube
-from gsm3_ops.errors import InferenceError, PublishError
-from gsm3_ops.inference.daily import DayPredictor
-from gsm3_ops.inference.state import StateError
+from gsm3_ops.config import Settings
+from gsm3_ops.cube import Cube, written_parts
+from gsm3_ops.errors import DayFailedError, Gsm3Error, PublishError
+from gsm3_ops.inference.daily import DayOutput, DayPredictor
+from gsm3_ops.inference.tile import Start
 from gsm3_ops.model.bundle import Bundle
-from gsm3_ops.ops.cluster import ClusterError, tile_runner
-from gsm3_ops.ops.deployment import Deployment, RunError
-from gsm3_ops.ops.ingest import ensure_days
+from gsm3_ops.ops.cluster import tile_runner
+from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.ingest import ensure_ranges
 from gsm3_ops.ops.inputs import input_versions, missing_inputs
-from gsm3_ops.ops.manifest import failure_path, manifest_path, run_lock, write_json_atomic
-from gsm3_ops.ops.models import ensure_bundle
-from gsm3_ops.publish import derived
+from gsm3_ops.ops.lock import run_lock
+from gsm3_ops.ops.models import ensure_bundle, existing_bundle
+from gsm3_ops.ops.status import record_last_run
+from gsm3_ops.publish import flags
 from gsm3_ops.publish.cog import cog_path
 from gsm3_ops.publish.day import DayProduct, publish_day
-from gsm3_ops.publish.layers import FLAG_PROVISIONAL
+from gsm3_ops.publish.manifest import DayManifest, failure_path, manifest_path
+from gsm3_ops.publish.product import product_path
 from gsm3_ops.publish.timeseries import write_timeseries_copy
 
 log = logging.getLogger(__name__)
-ONE_DAY = dt.timedelta(days=1)
-
-
-class DayFailedError(RunError):
-    """A day could not be published; the previous product is intact (see the failure record)."""
 
 
 @dataclass
@@ -56,65 +56,48 @@ class RunResult:
     skipped: bool = False
     provisional: bool = False
 
-
-def already_published(dep: Deployment, cube: Cube, day: dt.date) -> bool:
-    """Whether ``day`` is published, not provisional, from the inputs the cube now holds."""
-    doc = _read_json(manifest_path(dep.settings.publish_root, day))
-    if not doc or doc.get("status") != "complete" or doc.get("provisional"):
-        return False
-    return doc.get("input_versions") == input_versions(cube.manifest(day))
+    @property
+    def outcome(self) -> str:
+        """``skipped``, ``provisional`` or ``ok``, as ``last_run.json`` records it."""
+        return "skipped" if self.skipped else "provisional" if self.provisional else "ok"
 
 
-def _read_json(path: Path) -> dict | None:
+@dataclass
+class DayPlan:
+    """The input days a run needs, and how the day's state will be obtained.
+
+    ``predictor`` and ``start`` are None when the model must first be trained: ``ranges``
+    then hold the training period and the cold-start window, which covers any start the
+    trained model's state store can then ask for.
+    """
+
+    ranges: list[tuple[dt.date, dt.date]]
+    predictor: DayPredictor | None
+    start: Start | None
+
+
+def run(
+    settings: Settings,
+    day: dt.date | None = None,
+    *,
+    provisional: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    command: str = "run",
+) -> RunResult:
+    """``gsm3-ops run`` (and the scheduled job): produce ``day`` (default: the latest the
+    profile can serve), and record the outcome in ``last_run.json``."""
+    dep = Deployment(settings)
+    today = dt.date.today()
+    day = day or dep.latest_day(today, provisional)
+    dep.check_day(day, today, provisional)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _predict(dep: Deployment, cube: Cube, bundle: Bundle, day: dt.date) -> dict[str, np.ndarray]:
-    """Ensemble mean and spread (m3 m-3) and the gap-filled mask of the day over the domain,
-    streamed tile by tile (inference/daily)."""
-    s = dep.settings
-    try:
-        predictor = DayPredictor(cube, bundle, dep.land, s.inference, s.data_root / "state.zarr")
-        start = predictor.plan(day)  # refuses a state store of another bundle or domain
-        ensure_days(dep, cube, start.first_input, day)
-        with tile_runner(s.inference.cluster) as runner:
-            out = predictor.predict(day, start, runner)
-    except (InferenceError, StateError, ClusterError) as exc:
-        raise RunError(str(exc)) from exc
-    return {"soil_moisture": out.mean, "soil_moisture_sd": out.sd, "gap_filled": out.gap_filled}
-
-
-def quality_flag(
-    dep: Deployment, cube: Cube, day: dt.date, valid: np.ndarray, gap_filled: np.ndarray
-) -> np.ndarray:
-    """The day's quality flag over the domain (bits in ``gsm3_ops.publish.layers``): forcing
-    gap-filled, provisional inputs (from the cube day manifest), frozen soil (stl1 or t2m of
-    the day from the cube), dry poleward slopes and Arctic permafrost (cube statics)."""
-    cfg = dep.settings.product.flags
-    forcing = cube.read("forcing", ["stl1", "t2m"], day, day)  # NaN where never written
-    static = cube.read_static(
-        ["aspect_cos", "slope", "smap_mean", "lst_day_mean", "lst_night_mean"]
-    )
-    rows = np.arange(dep.domain.row0, dep.domain.row0 + dep.domain.n_rows)
-    _, lat = dep.grid.rowcol_to_lonlat(rows, np.zeros_like(rows))  # cylindrical: lat by row
-    lat = np.broadcast_to(np.asarray(lat)[:, None], dep.domain.shape)
-    return derived.compose_flags(
-        valid,
-        gap_filled=gap_filled,
-        provisional=derived.provisional_mask(
-            cube.manifest(day), dep.domain, cfg.provisional_versions
-        ),
-        frozen=derived.frozen_mask(forcing["stl1"].values[0], forcing["t2m"].values[0], cfg),
-        dry_north_slope=derived.dry_north_slope_mask(
-            static["aspect_cos"].values, static["slope"].values, static["smap_mean"].values, cfg
-        ),
-        permafrost=derived.permafrost_mask(
-            lat, static["lst_day_mean"].values, static["lst_night_mean"].values, cfg
-        ),
-    )
+        result = run_day(dep, day, progress, provisional=provisional, force=force)
+    except Gsm3Error as exc:
+        record_last_run(settings.publish_root, command, "failed", day=str(day), error=str(exc))
+        raise
+    record_last_run(settings.publish_root, command, result.outcome, day=str(day))
+    return result
 
 
 def run_day(
@@ -133,89 +116,152 @@ def run_day(
     and the day is flagged provisional, to be replaced by a later run once they arrive.
 
     Raises :class:`DayFailedError` when inputs are missing or publication fails (a full
-    disk, say): the product, catalogue and manifest are then as before, and a failure
-    record is left beside the day's manifest (``gsm3_YYYYMMDD.failed.json``).
+    disk, say), and any other :class:`~gsm3_ops.errors.Gsm3Error` of the stages; the
+    product, catalogue and manifest are then as before, and a failure record is left beside
+    the day's manifest (``gsm3_YYYYMMDD.failed.json``).
     """
     t0 = time.perf_counter()
     s = dep.settings
-    mpath = manifest_path(s.publish_root, day)
     with run_lock(s.data_root):
         cube = dep.open_cube()
-        if not force and already_published(dep, cube, day):
+        if not force and _published_from_cube(dep, cube, day):
             log.info("%s is already published from the same inputs: skipped", day)
-            cog = cog_path(s.publish_root, day.isoformat())
-            return RunResult(day, cog, s.publish_root / "gsm3.zarr", mpath,
-                             time.perf_counter() - t0, skipped=True)  # fmt: skip
-        ensure_days(dep, cube, day, day)  # the day's own inputs first: fail early
-        missing = missing_inputs(s, cube.manifest(day))
-        if missing and not provisional:
-            reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
-            exc = DayFailedError(f"{day}: required inputs missing ({reasons})")
-            _record_failure(s.publish_root, day, exc)
-            raise exc
-        bundle = ensure_bundle(dep, cube, progress)
-        predicted = _predict(dep, cube, bundle, day)
-        sm = predicted["soil_moisture"]
-        flag = quality_flag(dep, cube, day, np.isfinite(sm), predicted["gap_filled"])
-        if missing:
-            flag = np.where(np.isfinite(sm), flag | FLAG_PROVISIONAL, flag).astype(flag.dtype)
-        versions = input_versions(cube.manifest(day))
-        inputs = {k.split("/", 1)[1]: v for k, v in versions.items() if k.startswith("forcing/")}
-        config_path = mpath.with_suffix(".config.yaml")
-        land = np.isfinite(sm)
-        day_product = DayProduct(
-            day=day,
-            layers={
-                "soil_moisture": sm,
-                "soil_moisture_sd": predicted["soil_moisture_sd"],
-                "quality_flag": flag,
-            },
-            tags={
-                "bundle_id": bundle.bundle_id,
-                "inputs": ", ".join(f"{k}:{v}" for k, v in inputs.items()),
-                "units": variables.PRODUCT_UNITS,
-            },
-            properties={
-                "gsm3:bundle_id": bundle.bundle_id,
-                "gsm3:inputs": inputs,
-                "gsm3:mode": s.inference.mode,
-                "gsm3:provisional_share": _share(flag, 2, land),
-                "gsm3:land_cells": int(land.sum()),
-            },
-            land=dep.land,
-            extra_files={config_path: s.to_yaml().encode()},
-        )
-        record = {
-            "date": day.isoformat(),
-            "status": "complete",
-            "mode": s.inference.mode,
-            "bundle_id": bundle.bundle_id,
-            "product_version": s.product.version,
-            "inputs": inputs,
-            "input_versions": versions,
-            "provisional": bool(missing),
-            "missing_inputs": missing,
-            "cube_manifest": cube.manifest(day),
-            "config": str(config_path),
-            "land_cells": int(land.sum()),
-            "soil_moisture_mean": float(np.nanmean(sm)) if land.any() else None,
-            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        try:
-            published = publish_day(
-                s.publish_root, dep.grid, dep.domain, s.product, s.inference.tile_size,
-                day_product, mpath, record,
+            return RunResult(
+                day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
+                manifest_path(s.publish_root, day), time.perf_counter() - t0, skipped=True,
             )  # fmt: skip
-        except PublishError as exc:
+        try:
+            plan = plan_day(dep, cube, day)
+            ensure_ranges(dep, cube, plan.ranges)
+            doc = cube.manifest(day)
+            missing = missing_inputs(s, doc)
+            if missing and not provisional:
+                reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
+                raise DayFailedError(f"{day}: required inputs missing ({reasons})")
+            bundle, output = _predict(dep, cube, plan, day, progress)
+            _publish(dep, cube, doc, bundle, day, output, missing)
+        except Gsm3Error as exc:
             _record_failure(s.publish_root, day, exc)
-            raise DayFailedError(str(exc)) from exc
+            if isinstance(exc, PublishError):
+                raise DayFailedError(str(exc)) from exc
+            raise
         failure_path(s.publish_root, day).unlink(missing_ok=True)
         if s.product.timeseries_copy:
             _refresh_timeseries(dep)
     return RunResult(
-        day, published.cogs["soil_moisture"], published.product, mpath,
-        time.perf_counter() - t0, provisional=bool(missing),
+        day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
+        manifest_path(s.publish_root, day), time.perf_counter() - t0, provisional=bool(missing),
     )  # fmt: skip
+
+
+def _published_from_cube(dep: Deployment, cube: Cube, day: dt.date) -> bool:
+    """Whether ``day`` is published, not provisional, from the inputs the cube now holds."""
+    record = DayManifest.load(dep.settings.publish_root, day)
+    return record is not None and record.published_from(input_versions(cube.manifest(day)))
+
+
+def plan_day(dep: Deployment, cube: Cube, day: dt.date) -> DayPlan:
+    """The input days ``day`` needs (see :class:`DayPlan`); loads the model when it exists."""
+    s = dep.settings
+    bundle = existing_bundle(dep)
+    if bundle is None:
+        cold_first = day - dt.timedelta(days=s.inference.spinup_days - 1)
+        return DayPlan([(s.training.start, s.training.end), (cold_first, day)], None, None)
+    predictor = _predictor(dep, cube, bundle)
+    start = predictor.plan(day)  # refuses a state store of another bundle or domain
+    return DayPlan([(start.first_input, day)], predictor, start)
+
+
+def _predict(
+    dep: Deployment, cube: Cube, plan: DayPlan, day: dt.date, progress: bool
+) -> tuple[Bundle, DayOutput]:
+    """The model (trained first when the plan says so) and its prediction of ``day``:
+    ensemble mean, spread and gap-filled cells over the domain, streamed tile by tile."""
+    predictor = plan.predictor or _predictor(dep, cube, ensure_bundle(dep, cube, progress))
+    with tile_runner(dep.settings.inference.cluster) as runner:
+        output = predictor.predict(day, plan.start or predictor.plan(day), runner)
+    return predictor.bundle, output
+
+
+def _predictor(dep: Deployment, cube: Cube, bundle: Bundle) -> DayPredictor:
+    s = dep.settings
+    return DayPredictor(cube, bundle, dep.land, s.inference, s.data_root / "state.zarr")
+
+
+def _quality_flag(
+    dep: Deployment, cube: Cube, doc: dict, day: dt.date, out: DayOutput, provisional_day: bool
+) -> np.ndarray:
+    """The day's quality flag from the cube's arrays of the day (see ``publish/flags.py``)."""
+    cfg = dep.settings.product.flags
+    forcing = cube.read("forcing", list(flags.FLAG_FORCINGS), day, day)  # NaN if never written
+    static = cube.read_static(list(flags.FLAG_STATICS))
+    return flags.day_flags(
+        np.isfinite(out.mean),
+        gap_filled=out.gap_filled,
+        provisional=flags.provisional_mask(
+            written_parts(doc, "forcing"), dep.domain, cfg.provisional_versions
+        ),
+        provisional_day=provisional_day,
+        forcing={k: forcing[k].values[0] for k in flags.FLAG_FORCINGS},
+        static={k: static[k].values for k in flags.FLAG_STATICS},
+        lat=dep.latitudes,
+        cfg=cfg,
+    )
+
+
+def _publish(
+    dep: Deployment,
+    cube: Cube,
+    doc: dict,
+    bundle: Bundle,
+    day: dt.date,
+    out: DayOutput,
+    missing: dict[str, str],
+) -> None:
+    """Publish the day's layers and, last, its record."""
+    s = dep.settings
+    sm = out.mean
+    flag = _quality_flag(dep, cube, doc, day, out, bool(missing))
+    versions = input_versions(doc)
+    inputs = {k.split("/", 1)[1]: v for k, v in versions.items() if k.startswith("forcing/")}
+    config_path = manifest_path(s.publish_root, day).with_suffix(".config.yaml")
+    land = np.isfinite(sm)
+    day_product = DayProduct(
+        day=day,
+        layers={"soil_moisture": sm, "soil_moisture_sd": out.sd, "quality_flag": flag},
+        tags={
+            "bundle_id": bundle.bundle_id,
+            "inputs": ", ".join(f"{k}:{v}" for k, v in inputs.items()),
+            "units": variables.PRODUCT_UNITS,
+        },
+        properties={
+            "gsm3:bundle_id": bundle.bundle_id,
+            "gsm3:inputs": inputs,
+            "gsm3:mode": s.inference.mode,
+            "gsm3:provisional_share": _share(flag, flags.FLAG_PROVISIONAL, land),
+            "gsm3:land_cells": int(land.sum()),
+        },
+        land=dep.land,
+        extra_files={config_path: s.to_yaml().encode()},
+    )
+    record = DayManifest(
+        date=day,
+        status="complete",
+        mode=s.inference.mode,
+        bundle_id=bundle.bundle_id,
+        product_version=s.product.version,
+        inputs=inputs,
+        input_versions=versions,
+        provisional=bool(missing),
+        missing_inputs=missing,
+        cube_manifest=doc,
+        config=str(config_path),
+        land_cells=int(land.sum()),
+        soil_moisture_mean=float(np.nanmean(sm)) if land.any() else None,
+        finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    publish_day(s.publish_root, dep.grid, dep.domain, s.product, s.inference.tile_size,
+                day_product, record)  # fmt: skip
 
 
 def _share(flag: np.ndarray, bit: int, land: np.ndarray) -> float:
@@ -226,14 +272,8 @@ def _share(flag: np.ndarray, bit: int, land: np.ndarray) -> float:
 
 def _record_failure(publish_root: Path, day: dt.date, exc: Exception) -> None:
     """Best effort (the disk may be full): the failure record beside the day's manifest."""
-    record = {
-        "date": day.isoformat(),
-        "status": "failed",
-        "error": str(exc),
-        "failed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
     try:
-        write_json_atomic(failure_path(publish_root, day), record)
+        DayManifest.failure(day, str(exc)).save_failure(publish_root)
     except OSError as write_error:
         log.error("could not record the failure of %s: %s", day, write_error)
 

@@ -19,7 +19,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from gsm3_ops.config import ScheduleConfig
+from gsm3_ops.config import ScheduleConfig, Settings
+from gsm3_ops.errors import ConfigError
+from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.pipeline import run
+from gsm3_ops.ops.status import record_last_run
 
 log = logging.getLogger(__name__)
 JOB_ID = "gsm3-daily"
@@ -33,7 +37,7 @@ def build_scheduler(
         try:
             trigger = CronTrigger.from_crontab(cfg.cron, timezone=cfg.timezone)
         except ValueError as exc:
-            raise ValueError(f"schedule.cron {cfg.cron!r}: {exc}") from None
+            raise ConfigError(f"schedule.cron {cfg.cron!r}: {exc}") from None
     sched = BlockingScheduler(timezone=cfg.timezone)
     sched.add_job(
         job,
@@ -46,6 +50,23 @@ def build_scheduler(
     )
     sched.add_listener(_report, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     return sched
+
+
+def run_schedule(settings: Settings, provisional: bool = False) -> None:
+    """``gsm3-ops schedule``: check the configuration now (not at the first fire), then run
+    :func:`daily_job` on the configured cron line until SIGTERM/SIGINT."""
+    Deployment(settings).required_sources()  # builds every source: bad options fail here
+    serve(settings.schedule, lambda: daily_job(settings, provisional))
+
+
+def daily_job(settings: Settings, provisional: bool = False) -> str:
+    """One scheduled fire: the latest servable day, recorded like ``gsm3-ops run``."""
+    try:
+        result = run(settings, provisional=provisional, progress=False, command="schedule")
+    except Exception as exc:  # recorded whatever it is; the scheduler logs it and goes on
+        record_last_run(settings.publish_root, "schedule", "failed", error=str(exc))
+        raise
+    return f"{result.day} {result.outcome}"
 
 
 def serve(

@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gsm3_ops.ops.manifest import failure_path, manifest_path, write_json_atomic
+from gsm3_ops.atomicfile import write_json_atomic
+from gsm3_ops.config import Settings
+from gsm3_ops.cube import Cube
+from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.publish.manifest import DayManifest
 
 COMPLETE, PROVISIONAL, FAILED, MISSING = "complete", "provisional", "failed", "missing"
 
@@ -48,20 +52,27 @@ def record_last_run(publish_root: Path, command: str, outcome: str, **details: A
 
 def day_status(publish_root: Path, cube_manifest: dict | None, day: dt.date) -> DayStatus:
     """The state of ``day``: its published manifest wins; else its last failure; else missing."""
-    doc = _read(manifest_path(publish_root, day))
-    failure = _read(failure_path(publish_root, day))
+    record = DayManifest.load(publish_root, day)
     ingest = sorted((cube_manifest or {}).get("failures", {}))
-    if doc is not None and doc.get("status") == COMPLETE:
-        state = PROVISIONAL if doc.get("provisional") else COMPLETE
-        return DayStatus(
-            day.isoformat(), state, doc.get("inputs", {}), doc.get("bundle_id"),
-            ingest_failures=ingest,
-        )  # fmt: skip
-    bad = doc if doc is not None and doc.get("status") == FAILED else failure
-    if bad is not None:
-        return DayStatus(day.isoformat(), FAILED, error=bad.get("error"),
-                         ingest_failures=ingest)  # fmt: skip
-    return DayStatus(day.isoformat(), MISSING, ingest_failures=ingest)
+    if record is None:
+        return DayStatus(day.isoformat(), MISSING, ingest_failures=ingest)
+    if not record.published:
+        return DayStatus(day.isoformat(), FAILED, error=record.error, ingest_failures=ingest)
+    state = PROVISIONAL if record.provisional else COMPLETE
+    return DayStatus(day.isoformat(), state, record.inputs, record.bundle_id,
+                     ingest_failures=ingest)  # fmt: skip
+
+
+def status(settings: Settings, start: dt.date | None, end: dt.date | None) -> dict[str, Any]:
+    """``gsm3-ops status``: the report of ``start..end`` (default: the 30 days up to the
+    latest the profile can serve), reading the cube's day manifests when there is a cube."""
+    dep = Deployment(settings)
+    end = end or dep.latest_day(dt.date.today())
+    start = start or end - dt.timedelta(days=29)
+    cube = Cube.open(dep.cube_path) if dep.cube_path.exists() else None
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    manifests = {d: cube.manifest(d) for d in days} if cube else {}
+    return status_report(settings.publish_root, manifests, start, end)
 
 
 def status_report(
@@ -77,15 +88,17 @@ def status_report(
         "end": end.isoformat(),
         "counts": counts,
         "bundle_id": bundles[-1] if bundles else None,
-        "last_run": _read(last_run_path(publish_root)),
+        "last_run": _read_last_run(publish_root),
         "days": [asdict(r) for r in rows],
     }
 
 
-def _read(path: Path) -> dict | None:
+def _read_last_run(publish_root: Path) -> dict | None:
+    path = last_run_path(publish_root)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as exc:
-        return {"status": FAILED, "error": f"unreadable record {path}: {exc}"}
+        return {"command": "?", "outcome": FAILED, "finished": "?",
+                "error": f"unreadable record {path}: {exc}"}  # fmt: skip

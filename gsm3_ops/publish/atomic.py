@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gsm3_ops.atomicfile import write_json_atomic
 from gsm3_ops.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -49,28 +50,6 @@ def publish_lock(root: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` as indented JSON, atomically."""
-    text = json.dumps(record, indent=2, default=str, allow_nan=False) + "\n"
-    return write_atomic(path, text.encode())
 
 
 @dataclass
@@ -132,7 +111,7 @@ class Transaction:
             move.had_old = (self.root / move.final).exists()
         if point is not None:
             staged_point = self.stage_path(point)
-            write_json(staged_point, {**(record or {}), "commit": self.id})
+            write_json_atomic(staged_point, {**(record or {}), "commit": self.id})
             self.replace(point, staged_point)
             self.moves[-1].had_old = point.exists()
         self._write_journal(point)
@@ -175,7 +154,7 @@ class Transaction:
             "moves": [asdict(m) for m in self.moves],
             "created": time.time(),
         }
-        write_json(self.root / JOURNALS / f"{self.id}.json", doc)
+        write_json_atomic(self.root / JOURNALS / f"{self.id}.json", doc)
 
 
 def _backup(stage_dir: Path, final: str) -> Path:

@@ -8,8 +8,6 @@ float layers, nearest for the flag), NaN no-data for float layers and 255 for th
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import morecantile
@@ -18,6 +16,7 @@ from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
+from gsm3_ops.atomicfile import replacing
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish.layers import LAYERS, Layer
 
@@ -71,8 +70,6 @@ def write_cog(
     if compression not in ("deflate", "zstd"):
         raise ValueError(f"compression must be deflate or zstd, not {compression!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     src_profile = {
         "driver": "GTiff",
         "dtype": spec.dtype,
@@ -83,28 +80,23 @@ def write_cog(
         "transform": grid.transform(window),
         "nodata": spec.nodata,
     }
-    try:
-        with MemoryFile() as mem:
-            with mem.open(**src_profile) as src:
-                src.write(np.asarray(data, dtype=spec.dtype), 1)
-                src.set_band_description(1, spec.long_name)
-                src.update_tags(1, units=spec.units, layer=spec.name)
-            with mem.open() as src:
-                cog_translate(
-                    src,
-                    str(tmp),
-                    _profile(spec, compression),
-                    nodata=spec.nodata,
-                    overview_resampling=spec.resampling,
-                    additional_cog_metadata={**tags, "layer": spec.name},
-                    forward_band_tags=True,
-                    in_memory=True,
-                    quiet=True,
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, MemoryFile() as mem:
+        with mem.open(**src_profile) as src:
+            src.write(np.asarray(data, dtype=spec.dtype), 1)
+            src.set_band_description(1, spec.long_name)
+            src.update_tags(1, units=spec.units, layer=spec.name)
+        with mem.open() as src:
+            cog_translate(
+                src,
+                str(tmp),
+                _profile(spec, compression),
+                nodata=spec.nodata,
+                overview_resampling=spec.resampling,
+                additional_cog_metadata={**tags, "layer": spec.name},
+                forward_band_tags=True,
+                in_memory=True,
+                quiet=True,
+            )
     return path
 
 
@@ -116,9 +108,7 @@ def write_web_mercator(
     float layers, nearest for the flag; beyond +-85.05 degrees latitude is cut off."""
     spec = LAYERS[layer]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    with replacing(path) as tmp:
         cog_translate(
             str(source),
             str(tmp),
@@ -130,10 +120,6 @@ def write_web_mercator(
             forward_band_tags=True,
             quiet=True,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from gsm3_ops.atomicfile import write_json_atomic
 from gsm3_ops.config import ProductConfig
 from gsm3_ops.errors import PublishError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish import stac
-from gsm3_ops.publish.atomic import Transaction, publish_lock, recover, write_json
+from gsm3_ops.publish.atomic import Transaction, publish_lock, recover
 from gsm3_ops.publish.cog import (
     cog_path,
     validate_cog,
@@ -35,6 +36,7 @@ from gsm3_ops.publish.cog import (
 )
 from gsm3_ops.publish.derived import climatology_layers
 from gsm3_ops.publish.layers import BASE_LAYERS, LAYERS
+from gsm3_ops.publish.manifest import DayManifest, manifest_path
 from gsm3_ops.publish.product import (
     day_index,
     ensure_store,
@@ -98,10 +100,10 @@ def publish_day(
     cfg: ProductConfig,
     chunk: int,
     day_product: DayProduct,
-    manifest: Path,
-    record: dict[str, Any],
+    record: DayManifest,
 ) -> Published:
-    """Publish ``day_product`` under ``root``; the day ``record`` goes to ``manifest`` last.
+    """Publish ``day_product`` under ``root``; the day ``record`` is committed last, to
+    :func:`~gsm3_ops.publish.manifest.manifest_path`.
 
     Raises :class:`PublishError` (naming the day and the cause) when anything fails; the
     product, catalogue and manifests are then exactly as before.
@@ -109,7 +111,7 @@ def publish_day(
     t0 = time.perf_counter()
     day = day_product.day
     try:
-        return _publish(root, grid, window, cfg, chunk, day_product, manifest, record, t0)
+        return _publish(root, grid, window, cfg, chunk, day_product, record, t0)
     except PublishError:
         raise
     except (OSError, MemoryError, ValueError) as exc:
@@ -125,11 +127,11 @@ def _publish(
     cfg: ProductConfig,
     chunk: int,
     dp: DayProduct,
-    manifest: Path,
-    record: dict[str, Any],
+    record: DayManifest,
     t0: float,
 ) -> Published:
     root, day = Path(root), dp.day
+    manifest = manifest_path(root, day)
     missing = [name for name in BASE_LAYERS if name not in dp.layers]
     if missing:
         raise PublishError(f"publishing {day}: layers {missing} are missing")
@@ -158,7 +160,7 @@ def _publish(
             )
             col_file = stac.collection_path(root)
             tx.replace(col_file, _stage_json(tx, col_file, collection))
-            tx.commit(manifest, {**record, "outputs": staged.outputs})  # the commit point
+            tx.commit(manifest, {**record.to_json(), "outputs": staged.outputs})  # the commit point
     return Published(
         day, staged.cogs, store, staged.item, col_file, manifest, staged.quicklook,
         staged.web_mercator, time.perf_counter() - t0,
@@ -277,7 +279,7 @@ def _stage_bytes(tx: Transaction, final: Path, data: bytes) -> Path:
 
 
 def _stage_json(tx: Transaction, final: Path, doc: dict[str, Any]) -> Path:
-    return write_json(tx.stage_path(final), doc)
+    return write_json_atomic(tx.stage_path(final), doc)
 
 
 def _zarr_assets(root: Path, cfg: ProductConfig) -> dict[str, Path]:

@@ -1,5 +1,5 @@
-"""Derived layers: anomaly and percentile of a day against a day-of-year climatology, and the
-bits of the quality flag.
+"""Derived layers: anomaly and percentile of a day against a day-of-year climatology (the
+quality flag's bits are ``flags.py``).
 
 Climatology. The samples of a day are the product's soil moisture within ``window_days`` of
 the same calendar day in other years (29 February counts as 28 February in common years):
@@ -18,23 +18,11 @@ NaN. The anomaly is the day's value minus the sample mean (m3 m-3); the percenti
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from gsm3_ops.config import ClimatologyConfig, QualityFlagConfig
-from gsm3_ops.grid import Window
-from gsm3_ops.publish.layers import (
-    FLAG_DRY_NORTH_SLOPE,
-    FLAG_FILL,
-    FLAG_FROZEN,
-    FLAG_GAP_FILLED,
-    FLAG_PERMAFROST,
-    FLAG_PROVISIONAL,
-)
+from gsm3_ops.config import ClimatologyConfig
 from gsm3_ops.publish.product import read_days, time_length
 
 BLOCK = 256  # cells per side read at once: samples x 256 x 256 float32 stay small
@@ -111,87 +99,3 @@ def _score(
         pct = (100.0 * (below + 0.5 * equal) / n).astype(np.float32)
     ok = (years >= cfg.min_years) & np.isfinite(v)
     return np.where(ok, v - mean, np.nan), np.where(ok, pct, np.nan)
-
-
-# ----------------------------------------------------------------- quality flag
-
-
-def is_provisional(version: str, markers: Iterable[str]) -> bool:
-    """Whether a source version names a provisional stream: one of ``markers`` is a whole
-    token of it, case-insensitive (``ERA5T``, ``IMERG-Early``, ``MSWEP NRT``; not ``latest``)."""
-    tokens = {t for t in re.split(r"[^0-9a-z]+", version.lower()) if t}
-    return any(m.lower() in tokens for m in markers)
-
-
-def provisional_mask(
-    manifest: Mapping[str, Any], domain: Window, markers: Iterable[str]
-) -> np.ndarray:
-    """Cells of ``domain`` that a provisional forcing filled on the day of ``manifest`` (a cube
-    day manifest: entries ``forcing/<source>`` with parts holding a grid window and version)."""
-    mask = np.zeros(domain.shape, dtype=bool)
-    markers = tuple(markers)
-    for key, entry in (manifest.get("entries") or {}).items():
-        if not key.startswith("forcing/"):
-            continue
-        for part in entry.get("parts") or []:
-            w = part.get("window")
-            if w is None or not is_provisional(str(part.get("version", "")), markers):
-                continue
-            r0, c0 = w["row0"] - domain.row0, w["col0"] - domain.col0
-            r1, c1 = r0 + w["n_rows"], c0 + w["n_cols"]
-            mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
-    return mask
-
-
-def frozen_mask(stl1: np.ndarray, t2m: np.ndarray, cfg: QualityFlagConfig) -> np.ndarray:
-    """Soil temperature level 1 or 2 m air temperature of the day below ``frozen_below_k``;
-    a missing temperature sets nothing (that cell is flagged gap-filled instead)."""
-    with np.errstate(invalid="ignore"):
-        return (stl1 < cfg.frozen_below_k) | (t2m < cfg.frozen_below_k)
-
-
-def dry_north_slope_mask(
-    aspect_cos: np.ndarray, slope: np.ndarray, smap_mean: np.ndarray, cfg: QualityFlagConfig
-) -> np.ndarray:
-    """Poleward-facing (``aspect_cos >= north_aspect_cos_min``; the static is already flipped
-    in the southern hemisphere), sloping (``slope >= north_slope_min_deg``: aspect means
-    nothing on flat ground) and dry (``smap_mean <= dry_smap_mean_max``)."""
-    with np.errstate(invalid="ignore"):
-        return (
-            (aspect_cos >= cfg.north_aspect_cos_min)
-            & (slope >= cfg.north_slope_min_deg)
-            & (smap_mean <= cfg.dry_smap_mean_max)
-        )
-
-
-def permafrost_mask(
-    lat: np.ndarray, lst_day_mean: np.ndarray, lst_night_mean: np.ndarray, cfg: QualityFlagConfig
-) -> np.ndarray:
-    """North of ``permafrost_lat_min`` with a long-term mean of day and night LST at or below
-    ``permafrost_lst_mean_max_k``; where the LST means are missing, latitude alone decides."""
-    lst = (lst_day_mean + lst_night_mean) / 2
-    with np.errstate(invalid="ignore"):
-        cold = np.where(np.isfinite(lst), lst <= cfg.permafrost_lst_mean_max_k, True)
-    return (lat >= cfg.permafrost_lat_min) & cold
-
-
-def compose_flags(valid: np.ndarray, **bits: np.ndarray) -> np.ndarray:
-    """The uint8 quality flag: 255 where ``valid`` is False, else the OR of the set bits.
-
-    ``bits`` are boolean masks named ``gap_filled``, ``provisional``, ``frozen``,
-    ``dry_north_slope``, ``permafrost`` (any subset).
-    """
-    values = {
-        "gap_filled": FLAG_GAP_FILLED,
-        "provisional": FLAG_PROVISIONAL,
-        "frozen": FLAG_FROZEN,
-        "dry_north_slope": FLAG_DRY_NORTH_SLOPE,
-        "permafrost": FLAG_PERMAFROST,
-    }
-    unknown = set(bits) - set(values)
-    if unknown:
-        raise ValueError(f"unknown quality-flag bits {sorted(unknown)}")
-    flag = np.zeros(valid.shape, dtype=np.uint8)
-    for name, mask in bits.items():
-        flag |= np.where(mask, values[name], 0).astype(np.uint8)
-    return np.where(valid, flag, FLAG_FILL).astype(np.uint8)

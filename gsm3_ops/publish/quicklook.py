@@ -18,7 +18,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.publish.atomic import write_atomic
 
 VMIN, VMAX = 0.0, 0.5
 CMAP = "YlGnBu"
@@ -108,8 +107,3 @@ def _label(value: float, digits: int, pos: str, neg: str) -> str:
     if abs(value) < 1e-9:
         return "0°"
     return f"{abs(value):.{digits}f}°{pos if value > 0 else neg}"
-
-
-def write_quicklook(path: Path, png: bytes) -> Path:
-    """Write the PNG bytes atomically."""
-    return write_atomic(Path(path), png)

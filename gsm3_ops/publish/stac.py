@@ -30,7 +30,7 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import RasterExtension
 from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
-from gsm3_ops.errors import PublishError
+from gsm3_ops.errors import Gsm3Error
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.publish.layers import Layer
 
@@ -42,7 +42,7 @@ ZARR_TYPE = "application/vnd+zarr"
 JSON_TYPE = str(pystac.MediaType.JSON)
 
 
-class StacInvalidError(PublishError, ValueError):
+class StacInvalidError(Gsm3Error, ValueError):
     """A STAC document failed validation (or needs a schema that is not vendored)."""
 
 

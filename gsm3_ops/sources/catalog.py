@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gsm3_ops.errors import SourceError
+from gsm3_ops.errors import SourceError, UsageError
 from gsm3_ops.sources.base import GriddedSource
 
 # name -> (module, class); modules are imported only when a source is used.
@@ -28,7 +28,7 @@ STATIC = "static"  # rasters the operator supplies + long-term means from the cu
 ALL = (*GRIDDED, *INSITU, STATIC)
 
 
-class UnknownSourceError(SourceError):
+class UnknownSourceError(SourceError, UsageError):
     """A source name that is not in the catalogue."""
 
 

@@ -20,25 +20,6 @@ from gsm3_ops.errors import SourceError
 _TIME = "valid_time"  # the time dimension of grib.open_fields
 
 
-def utc_daily_mean(da: xr.DataArray, steps_per_day: int = 24) -> xr.DataArray:
-    """Means over UTC days of an instantaneous field with dims (valid_time, ...).
-
-    Returns dims (time, ...), one entry per day at 00:00. A day with other than
-    ``steps_per_day`` steps is an error naming the day (a partial mean would be biased).
-    """
-    days = da[_TIME].dt.floor("D")
-    counts = days.to_series().value_counts()
-    short = counts[counts != steps_per_day]
-    if len(short):
-        day, n = short.index[0], int(short.iloc[0])
-        raise SourceError(
-            f"{da.name}: {n} of {steps_per_day} time steps on {day.date().isoformat()} "
-            f"(and {len(short) - 1} other incomplete days); a partial day is not averaged"
-        )
-    mean = da.groupby(days.rename("time")).mean(_TIME)
-    return mean.astype(da.dtype)
-
-
 def day_slice(da: xr.DataArray, day: dt.date) -> xr.DataArray:
     """The steps of ``da`` whose valid time falls in the UTC day ``day`` (00:00 included)."""
     start = np.datetime64(day.isoformat(), "ns")

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gsm3_ops.config import BoxConfig
 from gsm3_ops.grid import EaseGrid, Window
+from gsm3_ops.regions import region_of
 from gsm3_ops.sources.base import DateNotServedError
 from gsm3_ops.sources.synthetic_world import (
     EPOCH,
@@ -48,6 +50,13 @@ GAP_FREE = {"lst_day": "lst_day_clear", "lst_night": "lst_night_clear", "smap": 
 SITE_DENSITY = 1 / 150  # in-situ sites per land cell
 OBS_MAX = 0.6  # SMAP and in-situ values are clipped to [0, OBS_MAX]
 _CACHED_WINDOWS = 4
+# The synthetic sites' ``region``: Africa split into North, Equatorial and South (first box
+# wins, edges included, so the equatorial band is the open interval between the other two).
+SITE_REGIONS = {
+    "Africa_North": BoxConfig(lon_min=-20.0, lat_min=1.8, lon_max=55.0, lat_max=19.3),
+    "Africa_South": BoxConfig(lon_min=-20.0, lat_min=-38.9, lon_max=55.0, lat_max=-22.0),
+    "Africa_Equatorial": BoxConfig(lon_min=-20.0, lat_min=-22.0, lon_max=55.0, lat_max=1.8),
+}
 
 
 # ------------------------------------------------------------------ observed products
@@ -244,19 +253,6 @@ def insitu_values(
     return np.where(missing, np.nan, np.clip(value, 0, OBS_MAX)).astype(F32)
 
 
-def region_of(lat: float, lon: float) -> str:
-    """The evaluation region of a point: Africa split into North, Equatorial, South."""
-    if not -20.0 <= lon <= 55.0:
-        return "Other"
-    if 1.8 <= lat <= 19.3:
-        return "Africa_North"
-    if -38.9 <= lat <= -22.0:
-        return "Africa_South"
-    if -22.0 < lat < 1.8:
-        return "Africa_Equatorial"
-    return "Other"
-
-
 # ------------------------------------------------------------------ the source
 
 
@@ -395,7 +391,7 @@ class SyntheticSource:
                 "row": rows[r].astype(np.int64),
                 "col": cols[c].astype(np.int64),
                 "network": "SYNTHETIC",
-                "region": [region_of(a, b) for a, b in zip(lat, lon, strict=True)],
+                "region": region_of(lon, lat, SITE_REGIONS).astype(object),
             }
         )
         return table.sort_values("site", ignore_index=True)

@@ -1,4 +1,10 @@
-"""Train an ensemble from the cube into one bundle: seeded members, or one member per fold.
+"""The one bundle builder: train an ensemble from the cube and write one bundle.
+
+Every caller goes through :func:`build_bundle`: ``gsm3-ops train``, the model ``run``
+trains on first use (``ops/models.py``), and each fold of ``gsm3-ops evaluate``. The caller
+names the cells to train on and the period; the builder reads them from the cube (it never
+ingests), computes the normalisation statistics on those cells, trains the members and
+writes the bundle with the same provenance whoever calls it.
 
 - ``members=N``: N members on the same training cells, seeds ``seed .. seed + N - 1``.
 - ``folds=K``: K members; member k trains without fold k of a seeded k-fold split of the
@@ -8,13 +14,16 @@
 
 The bundle's normalisation statistics are computed once, on every training cell of the
 bundle (all folds together): inference feeds all members the same inputs. Figures that must
-be strictly cross-validated (benchmarks, ``gsm3-ops evaluate``) compute statistics per fold.
-Each member checkpoints into ``<out>.checkpoints/`` so that an interrupted run resumes; the
-checkpoints are removed once the bundle is written.
+be strictly cross-validated (benchmarks, ``gsm3-ops evaluate``) build one bundle per fold,
+so their statistics are per fold. Each member checkpoints into ``<out>.checkpoints/`` so
+that an interrupted build resumes (finished members are not redone, and a resumed member
+ends with the weights of an uninterrupted one); the checkpoints are removed once the bundle
+is written.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 from pathlib import Path
@@ -27,7 +36,7 @@ from gsm3_ops.cube import Cube
 from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec, save_bundle
 from gsm3_ops.training.dataset import CellSet, build_training_data
-from gsm3_ops.training.splits import random_holdout, site_folds
+from gsm3_ops.training.splits import site_folds
 from gsm3_ops.training.trainer import train_member
 from gsm3_ops.variables import feature_set
 
@@ -56,30 +65,48 @@ def resolved_settings(settings: Settings) -> dict:
     }
 
 
-def train_bundle_from_cube(
+def build_bundle(
     cube: Cube,
-    land_rows: np.ndarray,
-    land_cols: np.ndarray,
-    origin: tuple[int, int],
+    cells: CellSet,
+    period: tuple[dt.date, dt.date],
     settings: Settings,
     out: Path,
+    *,
+    held_out: CellSet | None = None,
     members: int | None = None,
     folds: int | None = None,
+    fold: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train an ensemble on the cube's training period and write the bundle to ``out``.
+    """Train an ensemble on ``cells`` over ``period`` and write the bundle to ``out``.
 
     Parameters
     ----------
     cube
-        The data cube, holding the training period (``settings.training.start..end``).
-    land_rows, land_cols
-        Domain-relative rows and columns of the land cells to train on.
-    origin
-        (row0, col0) of the domain on the grid.
+        The data cube, already holding ``period`` (the builder reads, it never ingests).
+    cells
+        The land cells to train on (and the in-situ sites inside them); the normalisation
+        statistics come from these cells only.
+    period
+        First and last training day.
+    settings
+        The deployment's settings: the model, and the training hyperparameters and seed.
+    out
+        The bundle directory; members checkpoint into ``<out>.checkpoints/`` and a build
+        interrupted before resumes from there.
+    held_out
+        Cells kept out of training (a random holdout, an evaluation fold's test cells),
+        recorded in the bundle as ``held_out_cells``.
     members, folds
         At most one: N seeded members (default ``settings.training.members``), or one member
-        per fold of a K-fold split of the cells.
+        per fold of a K-fold split of ``cells``.
+    fold
+        The evaluation fold this bundle belongs to, recorded as ``fold``.
+
+    Returns
+    -------
+    Path
+        ``out``.
     """
     if members is not None and folds is not None:
         raise TrainingError("choose --members or --folds, not both")
@@ -87,27 +114,28 @@ def train_bundle_from_cube(
     n_members = folds if folds is not None else (members or t.members)
     if n_members < 1:
         raise TrainingError(f"an ensemble needs at least one member, got {n_members}")
-    held = random_holdout(land_rows.size, t.holdout_fraction, t.seed)
-    rows, cols = land_rows[~held], land_cols[~held]
-    cells = CellSet(rows, cols, *origin)
+    start, end = period
     forcings, statics = (list(v) for v in feature_set(m.feature_set))
     targets = list(m.targets)
-    data, stats = build_training_data(cube, forcings, statics, targets, t.start, t.end, cells)
+    data, stats = build_training_data(cube, forcings, statics, targets, start, end, cells)
+    if not np.isfinite(data.y).any():
+        raise TrainingError(f"the cube holds no target value in {start}..{end}")
     spec = BundleSpec(
         forcings=forcings, statics=statics, targets=targets, hidden_size=m.hidden_size,
         dropout=m.dropout, stats=stats, grid=settings.grid, product_target=m.product_target,
         code_version=__version__,
     )  # fmt: skip
-    if not np.isfinite(data.y).any():
-        raise TrainingError(f"the cube holds no target value in {t.start}..{t.end}")
+    n_sites = int(data.is_site.sum())
+    where = f"fold {fold}: " if fold is not None else ""
+    log.info(
+        "%straining %d members on %d cells and %d sites x %d days",
+        where, n_members, cells.rows.size, n_sites, data.x.shape[1],
+    )  # fmt: skip
 
     fold_cells: list[np.ndarray] = []
     if folds is not None:
-        n_sites = int(data.is_site.sum())
         site_cell = data.cell[data.is_site]
-        for f in site_folds(site_cell, rows.size, folds, t.seed, by="cells"):
-            fold_cells.append(f.test_cells)
-        log.info("%d folds over %d cells and %d sites", folds, rows.size, n_sites)
+        fold_cells = [f.test_cells for f in site_folds(site_cell, cells.rows.size, folds, t.seed)]
     ckpt = checkpoint_dir(out)
     results = []
     for k in range(n_members):
@@ -120,28 +148,27 @@ def train_bundle_from_cube(
                 t.seed + k,
                 progress,
                 checkpoint=ckpt / f"member-{k}.ckpt.safetensors",
-                label=f"{k + 1}/{n_members}",
+                label=f"{where}{k + 1}/{n_members}",
             )
         )
     spec.training = {
         "config": resolved_settings(settings),
-        "period": [t.start.isoformat(), t.end.isoformat()],
+        "period": [start.isoformat(), end.isoformat()],
         "seeds": [t.seed + k for k in range(n_members)],
         "ensemble": "folds" if folds is not None else "members",
-        "n_cells": int(rows.size),
-        "n_sites": int(data.is_site.sum()),
+        "fold": fold,
+        "n_cells": int(cells.rows.size),
+        "n_sites": n_sites,
         "iterations": results[0].iterations,
         "member_iterations": [r.iterations for r in results],
-        "held_out_cells": {
-            "rows": (land_rows[held] + origin[0]).tolist(),
-            "cols": (land_cols[held] + origin[1]).tolist(),
-        },
-    }
-    if fold_cells:
-        spec.training["member_held_out_cells"] = [
-            {"rows": (rows[f] + origin[0]).tolist(), "cols": (cols[f] + origin[1]).tolist()}
+        "member_resumed_at": [r.resumed_at for r in results],
+        "held_out_cells": _cell_list(held_out),
+        "member_held_out_cells": [
+            _cell_list(CellSet(cells.rows[f], cells.cols[f], cells.row0, cells.col0))
             for f in fold_cells
         ]
+        or None,
+    }
     spec.metrics = {
         "final_loss": [float(np.mean(r.losses[-10:])) if r.losses else None for r in results],
         "train_seconds": [round(r.seconds, 1) for r in results],
@@ -149,3 +176,10 @@ def train_bundle_from_cube(
     path = save_bundle(out, spec, [r.net for r in results])
     shutil.rmtree(ckpt, ignore_errors=True)
     return path
+
+
+def _cell_list(cells: CellSet | None) -> dict[str, list[int]] | None:
+    """Grid rows and columns of ``cells`` for ``bundle.json``; None when there are none."""
+    if cells is None or cells.rows.size == 0:
+        return None
+    return {"rows": (cells.rows + cells.row0).tolist(), "cols": (cells.cols + cells.col0).tolist()}

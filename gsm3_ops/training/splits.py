@@ -21,9 +21,9 @@ import numpy as np
 
 from gsm3_ops.config import TrainingConfig
 from gsm3_ops.errors import UsageError
+from gsm3_ops.regions import OTHER
 
 Period = tuple[dt.date, dt.date]
-OTHER = "Other"  # gsm3_ops.regions' name for points outside every region
 
 
 class SplitError(UsageError, ValueError):

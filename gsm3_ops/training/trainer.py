@@ -24,6 +24,7 @@ from tqdm import tqdm
 from gsm3_ops.config import TrainingConfig
 from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec
+from gsm3_ops.model.device import pick_device
 from gsm3_ops.model.loss import masked_multitask_rmse
 from gsm3_ops.model.network import GSM3Net
 from gsm3_ops.training.checkpoint import (
@@ -51,15 +52,6 @@ class MemberResult:
     iterations: int
     seconds: float
     resumed_at: int = 0  # the iteration a checkpoint resumed from (0: a fresh start)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("training.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def total_iterations(data: TrainingData, cfg: TrainingConfig) -> int:
@@ -110,7 +102,7 @@ def train_member(
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, "training.device")
     with torch.random.fork_rng(devices=[]):
         # Seed the initial weights without disturbing anyone else's global RNG state.
         torch.manual_seed(seed)
