@@ -71,6 +71,22 @@ def ensure_bundle(dep: Deployment, cube: Cube | None, progress: bool = True) -> 
 
     The cube must already hold :func:`training_period`; this never ingests.
     """
+    bundle = existing_bundle(dep)
+    if bundle is not None:
+        return bundle
+    path = cached_bundle_path(dep)
+    if cube is None:
+        raise RunError(f"no cached model at {path}, and no cube to train one from")
+    t = dep.settings.training
+    _check_ingested(cube, t.start, t.end)
+    log.info("no cached model at %s: training one", path)
+    _build(dep, cube, path, progress=progress)
+    return load_bundle(path)
+
+
+def existing_bundle(dep: Deployment) -> Bundle | None:
+    """The configured bundle (``model.bundle``), else the cached bundle of this
+    configuration; None when it must first be trained. A configured bundle must exist."""
     configured = dep.settings.model.bundle
     if configured is not None:
         if not (configured / "bundle.json").is_file():
@@ -79,23 +95,6 @@ def ensure_bundle(dep: Deployment, cube: Cube | None, progress: bool = True) -> 
                 f"`gsm3-ops train --config FILE --out {configured}`"
             )
         return load_bundle(configured)
-    path = cached_bundle_path(dep)
-    if not (path / "bundle.json").is_file():
-        if cube is None:
-            raise RunError(f"no cached model at {path}, and no cube to train one from")
-        t = dep.settings.training
-        _check_ingested(cube, t.start, t.end)
-        log.info("no cached model at %s: training one", path)
-        _build(dep, cube, path, progress=progress)
-    return load_bundle(path)
-
-
-def existing_bundle(dep: Deployment) -> Bundle | None:
-    """The configured bundle (``model.bundle``), else the cached bundle of this
-    configuration; None when it must first be trained (a configured one must exist)."""
-    configured = dep.settings.model.bundle
-    if configured is not None:
-        return ensure_bundle(dep, None)  # raises when the configured bundle is missing
     path = cached_bundle_path(dep)
     return load_bundle(path) if (path / "bundle.json").is_file() else None
 
