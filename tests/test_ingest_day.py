@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,11 @@ DAY = dt.date(2020, 3, 1)
 class FileSource:
     """A gridded source whose raw 'files' are .npy fields; the client writes them."""
 
-    def __init__(self, name: str, var: str, client, version: str = "v1") -> None:
+    def __init__(
+        self, name: str, var: str, client, version: str = "v1", archive: Path | None = None
+    ) -> None:
         self.name, self.provides, self.client, self._version = name, (var,), client, version
+        self.options = SimpleNamespace(archive=archive)
 
     def first_date(self) -> dt.date:
         return dt.date(2000, 1, 1)
@@ -86,6 +90,22 @@ def test_protocol_and_write(cube: Cube, tmp_path: Path) -> None:
     assert entry["status"] == "complete" and entry["version"] == "v1"
     assert not (tmp_path / "raw" / "era5_land" / DAY.isoformat()).exists()  # raw removed
     assert already_ingested(cube, src, DAY)
+    assert ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path)).status == "skipped"
+
+
+def test_a_configured_archive_is_read_instead_of_fetching(cube: Cube, tmp_path: Path) -> None:
+    archive = tmp_path / "mirror"
+    archive.mkdir()
+    writer(281.0)(DAY, archive / f"era5_land_{DAY:%Y%m%d}.npy")
+
+    def no_fetch(day: dt.date, path: Path) -> None:
+        raise AssertionError("a source with an archive must not fetch")
+
+    src = FileSource("era5_land", "t2m", no_fetch, archive=archive)
+    out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path / "raw"))
+    assert out.status == "complete" and out.notes[0] == "local"
+    np.testing.assert_array_equal(cube.read("forcing", ["t2m"], DAY, DAY)["t2m"].values, 281.0)
+    assert (archive / f"era5_land_{DAY:%Y%m%d}.npy").is_file()  # the archive is never touched
     assert ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path)).status == "skipped"
 
 

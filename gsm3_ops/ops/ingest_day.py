@@ -141,7 +141,9 @@ def ingest_source(
     window: Window,
     opts: IngestOptions,
 ) -> Outcome:
-    """Fetch (or take from ``opts.from_dir``), read, grid, check and write one source's day."""
+    """Fetch (or take from ``opts.from_dir``, else the source's configured archive), read,
+    grid, check and write one source's day. A one-off ``from_dir`` re-reads days the cube
+    holds; an archive, like a fetch, skips them unless ``opts.force``."""
     workdir, from_dir = opts.workdir, opts.from_dir
     if not opts.force and from_dir is None and already_ingested(cube, source, day):
         return Outcome(source.name, day, "skipped")
@@ -149,8 +151,9 @@ def ingest_source(
     raw = workdir / source.name / day.isoformat()
     version = _expected_version(source, day)
     try:
-        if from_dir is not None:
-            granule = source.local(day, from_dir)
+        folder = from_dir or source.options.archive
+        if folder is not None:
+            granule = source.local(day, folder)
         else:
             raw.mkdir(parents=True, exist_ok=True)
             granule = fetch_with_retry(source, day, raw, opts.retry)
@@ -163,8 +166,8 @@ def ingest_source(
         log.error("%s %s: %s", source.name, day.isoformat(), message)
         cube.record_failure(day, group=group, source=source.name, version=version, error=message)
         return Outcome(source.name, day, "failed", version, error=message)
-    if from_dir is None and not opts.keep_raw:
-        shutil.rmtree(raw, ignore_errors=True)
+    if not opts.keep_raw:
+        shutil.rmtree(raw, ignore_errors=True)  # only fetched files: archives are not touched
     log.info("%s %s: %s written (%s)", source.name, day.isoformat(), group, version)
     return Outcome(source.name, day, "complete", version, notes)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import xarray as xr
 
@@ -23,6 +23,7 @@ class Source(Protocol):
 
     name: str
     provides: tuple[str, ...]  # registry names this source fills
+    options: Any  # the source's validated settings; ``options.archive``: a local archive
 
     def first_date(self) -> dt.date:
         """The earliest date the source serves."""
@@ -84,7 +85,8 @@ class GriddedSource(Source, Protocol):
         ...
 
     def local(self, day: dt.date, directory: Path) -> Granule:
-        """The raw files for ``day`` already on disk under ``directory`` (air-gapped sites)."""
+        """The raw files for ``day`` under ``directory``, a local archive in the provider's
+        names and layout (any sub-folder; a file may span many days): see ``archive.py``."""
         ...
 
     def read(self, granule: Granule) -> xr.Dataset:

@@ -56,6 +56,9 @@ class Era5Options(BaseModel):
     """Settings of the ``era5`` and ``era5_land`` sources (``sources.options.<name>``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     area: tuple[float, float, float, float] | None = Field(
         None, description="bounding box [north, west, south, east] in degrees; None = global"

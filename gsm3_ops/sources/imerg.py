@@ -67,6 +67,9 @@ class Options(BaseModel):
     """IMERG settings (``sources.options.imerg``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     runs: tuple[Run, ...] = Field(("final", "late", "early"), min_length=1)
     version: str = "07"

@@ -51,6 +51,9 @@ class Options(BaseModel):
     """ISMN settings (``sources.options.ismn``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     variable: str = "sm"  # the file-name variable code
     shallowest: float = Field(0.0, ge=0)  # a sensor's depth_from must be >= this (m)

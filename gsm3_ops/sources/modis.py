@@ -105,6 +105,9 @@ class Options(BaseModel):
     """MODIS settings (``sources.options.modis``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     products: list[Product] = Field(default_factory=_default_products, min_length=1)
     first_date: dt.date = dt.date(2002, 7, 4)  # Aqua MODIS, and MCD43 from both satellites

@@ -52,6 +52,9 @@ class MswepOptions(BaseModel):
     """Settings of the ``mswep`` source (``sources.options.mswep``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     directory: Path | None = Field(None, description="local mirror: <dir>/<product>/Daily/")
     remote: str | None = Field(None, description="rclone remote root, e.g. 'gloh2o:MSWEP_V280'")

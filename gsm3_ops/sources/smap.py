@@ -49,6 +49,9 @@ class Options(BaseModel):
     """SMAP settings (``sources.options.smap``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     short_name: str = "SPL3SMP_E"
     version: str = "006"

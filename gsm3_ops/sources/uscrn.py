@@ -192,6 +192,9 @@ class Options(BaseModel):
     """USCRN settings (``sources.options.uscrn``)."""
 
     model_config = ConfigDict(extra="forbid")
+    # A local archive of the provider's files (any sub-folder, the provider's names):
+    # read instead of fetching (docs/data-sources.md).
+    archive: Path | None = None
 
     # Station names as in the file names (``AL_Fairhope_3_NE``); empty: every station
     # listed in the year's folder at NCEI.
