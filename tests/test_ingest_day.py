@@ -167,7 +167,7 @@ def test_local_files_are_used_and_kept(cube: Cube, tmp_path: Path) -> None:
     np.save(folder / "mswep_20200301.npy", np.full(DOMAIN.shape, 5.0, dtype=np.float32))
     src = FileSource("mswep", "precip_mswep", writer(0.0))
     out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path, from_dir=folder))
-    assert out.status == "complete" and out.notes == ("local",)
+    assert out.status == "complete" and out.notes == ("local", "coverage:1.0000")
     assert (folder / "mswep_20200301.npy").exists()
     np.testing.assert_array_equal(cube.read("forcing", ["precip_mswep"], DAY, DAY).to_array(), 5)
     missing = ingest_source(
@@ -204,7 +204,7 @@ def test_an_empty_smap_day_is_written_as_missing_with_a_note(cube: Cube, tmp_pat
     )
     assert out.status == "complete" and "empty:smap" in out.notes
     part = cube.manifest(DAY)["entries"]["smap/smap"]["parts"][-1]
-    assert part["notes"] == ["empty:smap"]
+    assert part["notes"] == ["coverage:0.0000", "coverage:smap=0.0000", "empty:smap"]
     assert np.isnan(cube.read("smap", ["smap"], DAY, DAY)["smap"].values).all()
 
 
@@ -233,3 +233,37 @@ def test_transient_fetch_failures_are_retried_permanent_ones_are_not(cube, tmp_p
     src = FileSource("imerg", "precip_imerg", late)
     out = ingest_source(cube, src, DAY, M09, DOMAIN, IngestOptions(tmp_path, retry=Retry(3, 0.0)))
     assert out.status == "failed" and len(calls) == 1
+
+
+def _part_covered(share: float):
+    """A field with values on the first ``share`` of the window's rows only."""
+
+    def client(day: dt.date, path: Path) -> None:
+        values = np.full(DOMAIN.shape, 290.0, dtype=np.float32)
+        values[round(share * DOMAIN.n_rows) :] = np.nan
+        np.save(path, values)
+
+    return client
+
+
+def test_a_day_covering_part_of_the_window_is_refused_and_its_share_recorded(
+    cube: Cube, tmp_path: Path
+) -> None:
+    opts = IngestOptions(tmp_path / "raw", min_coverage=0.9)
+    land = M09.land_mask(DOMAIN)
+    out = ingest_source(cube, FileSource("era5_land", "t2m", _part_covered(0.4)), DAY, M09,
+                        DOMAIN, opts)  # fmt: skip
+    assert out.status == "failed"
+    assert (
+        "land cells, below sources.min_coverage 90%" in out.error
+        and "t2m on 2020-03-01" in out.error
+    )
+    assert "forcing/era5_land" in cube.manifest(DAY)["failures"]
+    # Above the threshold the day is written and its share recorded for the gap-filled cells.
+    out = ingest_source(cube, FileSource("era5_land", "t2m", _part_covered(15 / 16)), DAY, M09,
+                        DOMAIN, opts)  # fmt: skip
+    assert out.status == "complete"
+    share = land[:15].sum() / land.sum()
+    assert f"coverage:{share:.4f}" in out.notes and f"coverage:t2m={share:.4f}" in out.notes
+    part = cube.manifest(DAY)["entries"]["forcing/era5_land"]["parts"][-1]
+    assert f"coverage:{share:.4f}" in part["notes"]

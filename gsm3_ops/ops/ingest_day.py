@@ -9,12 +9,14 @@ data already in the cube, and every other source and day, stay as they were.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -57,7 +59,8 @@ class IngestOptions:
 
     ``workdir`` takes fetched raw files (``<workdir>/<source>/<YYYY-MM-DD>``), removed after
     a successful write unless ``keep_raw``; files taken from ``from_dir`` are never touched.
-    ``force`` re-ingests days the cube already holds from the source.
+    ``force`` re-ingests days the cube already holds from the source. ``min_coverage``: the
+    share of the window's land cells a forcing day must fill (``sources/checks.py``).
     """
 
     workdir: Path
@@ -65,6 +68,7 @@ class IngestOptions:
     force: bool = False
     keep_raw: bool = False
     retry: Retry = Retry()
+    min_coverage: float = 0.0
 
 
 def fetch_with_retry(source: GriddedSource, day: dt.date, workdir: Path, retry: Retry) -> Granule:
@@ -159,7 +163,8 @@ def ingest_source(
             granule = fetch_with_retry(source, day, raw, opts.retry)
         version = granule.version
         gridded = source.to_grid(source.read(granule), grid, window)
-        notes = (*granule.notes, *check_gridded(gridded, source.name))
+        land = land_mask(grid, window)
+        notes = (*granule.notes, *check_gridded(gridded, source.name, land, opts.min_coverage))
         cube.write(group, gridded, source=source.name, version=version, notes=notes)
     except (SourceError, CubeError, OSError) as exc:
         message = redact(f"{type(exc).__name__}: {exc}")
@@ -170,6 +175,14 @@ def ingest_source(
         shutil.rmtree(raw, ignore_errors=True)  # only fetched files: archives are not touched
     log.info("%s %s: %s written (%s)", source.name, day.isoformat(), group, version)
     return Outcome(source.name, day, "complete", version, notes)
+
+
+@functools.lru_cache(maxsize=8)
+def land_mask(grid: EaseGrid, window: Window) -> np.ndarray:
+    """The window's land mask, computed once per process (the coverage check's cells)."""
+    mask = grid.land_mask(window)
+    mask.flags.writeable = False
+    return mask
 
 
 def ingest_day(

@@ -12,7 +12,12 @@ or an empty field in any reader is caught before it can reach the model:
   rule (training mean, quality flag) takes over;
 - finite values outside the registry's valid range are an error naming the variable, the
   day, how many values and the range found: such values mean a unit or scale-factor mistake,
-  and clipping them would hide it.
+  and clipping them would hide it;
+- coverage: the share of the window's land cells with a value is recorded for every day and
+  source (``coverage:<share>``, the least of its variables, and ``coverage:<variable>=<share>``
+  for each variable below 1). A forcing below ``min_coverage`` is an error (a file cut to a
+  smaller area, a truncated download); above it, the missing cells take the model's
+  missing-input rule and the quality flag's gap-filled bit.
 """
 
 from __future__ import annotations
@@ -35,21 +40,38 @@ class InvalidDataError(SourceError):
 MAY_BE_EMPTY = frozenset({"smap", "lst_day", "lst_night", "albedo_bsa", "albedo_wsa"})
 
 
-def check_gridded(ds: xr.Dataset, source: str) -> list[str]:
+def check_gridded(
+    ds: xr.Dataset, source: str, land: np.ndarray | None = None, min_coverage: float = 0.0
+) -> list[str]:
     """Raise :class:`InvalidDataError` unless every variable of ``ds`` passes the checks.
 
-    Returns notes for the day manifest (``empty:<variable>`` for an allowed empty field).
+    ``land`` (the window's land mask) turns on the coverage check against ``min_coverage``.
+    Returns notes for the day manifest (``empty:<variable>`` for an allowed empty field,
+    ``coverage:...`` shares when ``land`` is given).
     """
     if not ds.data_vars:
         raise InvalidDataError(f"source {source!r} returned no variables")
     notes = []
+    shares: dict[str, float] = {}
     for name, da in ds.data_vars.items():
         for day, values in _days(da):
             where = f"source {source!r}, {name} on {day.isoformat()}"
+            if land is not None and land.any():
+                share = float(np.isfinite(values[land]).mean())
+                shares[str(name)] = min(share, shares.get(str(name), 1.0))
+                if name not in MAY_BE_EMPTY and 0 < share < min_coverage:
+                    raise InvalidDataError(
+                        f"{where}: values at {share:.1%} of the window's land cells, below "
+                        f"sources.min_coverage {min_coverage:.0%} (a file cut to a smaller "
+                        "area, or a truncated download?)"
+                    )
             if name in MAY_BE_EMPTY and not np.isfinite(values).any():
                 notes.append(f"empty:{name}")
                 continue
             _check_values(str(name), values, where)
+    if shares:
+        notes.append(f"coverage:{min(shares.values()):.4f}")
+        notes += [f"coverage:{k}={v:.4f}" for k, v in shares.items() if v < 1]
     return sorted(set(notes))
 
 
