@@ -96,7 +96,9 @@ class CubeConfig(_Strict):
 class ModelConfig(_Strict):
     """The network; defaults are the GSM3 paper's."""
 
-    feature_set: str = "gsm3"
+    # None: the paper's "gsm3" when sources.gridded lists MSWEP (a licensed product), else
+    # "gsm3_open" (IMERG and ERA5 precipitation only); see gsm3_ops/variables.py.
+    feature_set: str | None = None
     targets: tuple[str, ...] = ("smap", "insitu")
     hidden_size: int = Field(256, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
@@ -261,6 +263,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _default_feature_set(self) -> Settings:
+        if self.model.feature_set is None:
+            licensed = "mswep" in self.sources.gridded or self.sources.kind == "synthetic"
+            self.model.feature_set = "gsm3" if licensed else "gsm3_open"
+        return self
 
     @field_validator("region")
     @classmethod

@@ -6,6 +6,7 @@ Forcings are daily fields (time, y, x); statics are (y, x); targets are what the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,11 +123,15 @@ _ALL = [
 
 REGISTRY: dict[str, Variable] = {v.name: v for v in _ALL}
 
+_FORCINGS = tuple(v.name for v in _ALL if v.kind == "forcing")
+_STATICS = tuple(v.name for v in _ALL if v.kind == "static")
+
+# Named (forcings, statics) sets in model input order. "gsm3" is the paper's (MSWEP, IMERG
+# and ERA5 precipitation); "gsm3_open" leaves out MSWEP, a licensed product, for
+# deployments without a licence (the paper ranks MSWEP+GPM+ERA5 ~ MSWEP > GPM > ERA5).
 FEATURE_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gsm3": (
-        tuple(v.name for v in _ALL if v.kind == "forcing"),
-        tuple(v.name for v in _ALL if v.kind == "static"),
-    ),
+    "gsm3": (_FORCINGS, _STATICS),
+    "gsm3_open": (tuple(n for n in _FORCINGS if n != "precip_mswep"), _STATICS),
 }
 
 TARGETS: tuple[str, ...] = ("smap", "insitu")
@@ -151,3 +156,9 @@ def feature_set(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     except KeyError:
         known = ", ".join(FEATURE_SETS)
         raise UnknownVariableError(f"unknown feature set {name!r}; known: {known}") from None
+
+
+def forcing_sources(forcings: Iterable[str]) -> tuple[str, ...]:
+    """The gridded sources that provide ``forcings``, in registry order, each once."""
+    needed = {get(name).source for name in forcings}
+    return tuple(dict.fromkeys(v.source for v in _ALL if v.source in needed))

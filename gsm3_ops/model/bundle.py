@@ -114,8 +114,8 @@ def _check_not_pickle(file: Path) -> None:
         )
 
 
-def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
-    """Load a bundle directory; networks are returned in eval mode on ``device``."""
+def read_spec(path: Path) -> tuple[BundleSpec, int]:
+    """A bundle's spec and member count from its ``bundle.json``, without the weights."""
     path = Path(path)
     meta_file = path / BUNDLE_JSON
     if not meta_file.is_file():
@@ -130,6 +130,13 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(
             f"{meta_file} has format {spec.format_version}, expected {FORMAT_VERSION}"
         )
+    return spec, n_members
+
+
+def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle directory; networks are returned in eval mode on ``device``."""
+    path = Path(path)
+    spec, n_members = read_spec(path)
     members = []
     for k in range(n_members):
         file = path / f"member-{k}.safetensors"

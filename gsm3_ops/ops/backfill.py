@@ -90,10 +90,11 @@ def backfill(
     cube = dep.open_cube()
     log.info("ingesting inputs for %s..%s", start, end)
     ensure_days(dep, cube, start, end)
+    required = dep.required_inputs()
     bar = tqdm(days, desc="backfill", unit="day", disable=not progress)
     for day in bar:
         record = _published(dep, day)
-        if record and record.provisional and missing_inputs(dep.settings, cube.manifest(day)):
+        if record and record.provisional and missing_inputs(required, cube.manifest(day)):
             result.skipped.append(day)  # still provisional: its late inputs are not in yet
             continue
         redo = record is None or record.provisional

@@ -13,9 +13,11 @@ from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
 from gsm3_ops.errors import SourceError, UsageError
 from gsm3_ops.grid import EaseGrid, Window, get_grid
+from gsm3_ops.model.bundle import BUNDLE_JSON, read_spec
 from gsm3_ops.sources.base import GriddedSource
 from gsm3_ops.sources.catalog import gridded_source, insitu_source
 from gsm3_ops.sources.synthetic import SyntheticSource
+from gsm3_ops.variables import feature_set, forcing_sources
 
 
 class RunError(UsageError, RuntimeError):
@@ -128,12 +130,42 @@ class Deployment:
         tile = self.settings.inference.tile_size
         return Cube.create(self.cube_path, self.grid, self.domain, c.start, c.end, tile)
 
+    @cached_property
+    def model_forcings(self) -> tuple[str, ...]:
+        """The forcings the model reads: the configured bundle's (``model.bundle``), else
+        those of the configured feature set (a bundle trained on first use has them; so will
+        the configured bundle not trained yet, which ``run`` reports on its own)."""
+        bundle = self.settings.model.bundle
+        if bundle is not None and (bundle / BUNDLE_JSON).is_file():
+            return tuple(read_spec(bundle)[0].forcings)
+        return feature_set(self.settings.model.feature_set or "gsm3")[0]
+
+    def input_source_names(self) -> tuple[str, ...]:
+        """The gridded sources the model's forcings come from: exactly what a published day
+        needs (SMAP, a training target, is never one). :class:`RunError` when one of them is
+        not configured in ``sources.gridded``."""
+        names = forcing_sources(self.model_forcings)
+        unlisted = [n for n in names if n not in self.settings.sources.gridded]
+        if unlisted and self.settings.sources.kind != "synthetic":
+            raise RunError(
+                f"the model reads forcings from {', '.join(unlisted)}, which sources.gridded "
+                "does not list: add the source with its options, or use a model without it "
+                "(model.feature_set: gsm3_open leaves out MSWEP)"
+            )
+        return names
+
+    def required_inputs(self) -> tuple[str, ...]:
+        """Cube manifest keys (``forcing/<source>``) every published day must have complete."""
+        if self.settings.sources.kind == "synthetic":
+            return ("forcing/synthetic",)
+        return tuple(f"forcing/{name}" for name in self.input_source_names())
+
     def required_sources(self) -> list:
-        """The sources every published day needs: the synthetic world, or each configured
-        gridded source except SMAP (a training target, never an inference input)."""
+        """The sources every published day needs: the synthetic world, or the gridded sources
+        the model's forcings come from."""
         if self.settings.sources.kind == "synthetic":
             return [self.source]
-        return self.gridded_sources(tuple(n for n in self.settings.sources.gridded if n != "smap"))
+        return self.gridded_sources(self.input_source_names())
 
     def latest_day(self, today: dt.date, provisional: bool = False) -> dt.date:
         """The latest day every required source can serve as of ``today`` (``provisional``:

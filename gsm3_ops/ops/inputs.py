@@ -1,32 +1,25 @@
 """Which inputs a day needs, which it has, and the versions that filled it.
 
-A day can be published only when every required forcing source wrote it completely (or, with
+A day can be published only when every source of the model's forcings wrote it completely (or, with
 ``--provisional``, when the missing ones are filled and the day is flagged provisional). The
 SMAP target is never required: the daily product does not use it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from gsm3_ops.config import Settings
 from gsm3_ops.cube import COMPLETE
 
 
-def required_inputs(settings: Settings) -> tuple[str, ...]:
-    """Cube manifest keys (``forcing/<source>``) a day must have complete."""
-    cfg = settings.sources
-    if cfg.kind == "synthetic":
-        return ("forcing/synthetic",)
-    return tuple(f"forcing/{name}" for name in cfg.gridded if name != "smap")
-
-
-def missing_inputs(settings: Settings, cube_manifest: dict[str, Any]) -> dict[str, str]:
-    """Required inputs that are not complete in a day's cube manifest, with the reason."""
+def missing_inputs(required: Sequence[str], cube_manifest: dict[str, Any]) -> dict[str, str]:
+    """``required`` inputs (``Deployment.required_inputs``) that are not complete in a day's
+    cube manifest, with the reason."""
     entries = cube_manifest.get("entries") or {}
     failures = cube_manifest.get("failures") or {}
     out = {}
-    for key in required_inputs(settings):
+    for key in required:
         entry = entries.get(key)
         if entry is not None and entry.get("status") == COMPLETE:
             continue

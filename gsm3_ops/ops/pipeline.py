@@ -134,7 +134,7 @@ def run_day(
             plan = plan_day(dep, cube, day)
             ensure_ranges(dep, cube, plan.ranges)
             doc = cube.manifest(day)
-            missing = missing_inputs(s, doc)
+            missing = missing_inputs(dep.required_inputs(), doc)
             if missing and not provisional:
                 reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
                 raise DayFailedError(f"{day}: required inputs missing ({reasons})")

@@ -38,7 +38,7 @@ from gsm3_ops.model.bundle import BundleSpec, save_bundle
 from gsm3_ops.training.dataset import CellSet, build_training_data
 from gsm3_ops.training.splits import site_folds
 from gsm3_ops.training.trainer import train_member
-from gsm3_ops.variables import feature_set
+from gsm3_ops.variables import feature_set, forcing_sources
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def resolved_settings(settings: Settings) -> dict:
         "sources": {
             "kind": settings.sources.kind,
             "synthetic_seed": settings.sources.synthetic_seed,
+            # What a deployment serving this bundle must ingest every day.
+            "inputs_from": list(forcing_sources(feature_set(settings.model.feature_set)[0])),
         },
         "model": settings.model.model_dump(mode="json"),
         "training": settings.training.model_dump(mode="json"),
