@@ -277,7 +277,7 @@ def _name(depth_from: str, depth_to: str, sensor: str) -> str:
 
 def test_depth_rule_prefers_5cm_and_falls_back_when_it_is_broken(ismn_dir, tmp_path) -> None:
     src = ismn_dir / FRAYE / FRAYE_STM
-    at5, layer, _deep, _cosmic = _station(tmp_path, src, [
+    at5, layer, deep, cosmic = _station(tmp_path, src, [
         _name("0.050000", "0.050000", "A"),
         _name("0.000000", "0.100000", "B"),
         _name("0.200000", "0.200000", "C"),
@@ -287,7 +287,14 @@ def test_depth_rule_prefers_5cm_and_falls_back_when_it_is_broken(ismn_dir, tmp_p
     at5.write_bytes(src.read_bytes()[:3000] + b"2013/08/13 x\r\n")
     result = read_dir(tmp_path)
     assert result.sites.iloc[0]["sensor"] == "B"
-    assert [p for p, _ in result.skipped] == [at5]
+    # Every sensor left out is listed with why: broken, too deep, excluded type.
+    reasons = dict(result.skipped)
+    assert set(reasons) == {at5, deep, cosmic}
+    assert "line 22: 11 fields" in reasons[at5]
+    assert reasons[deep] == (
+        "station FR-Aqui:fraye sensor C 0.2-0.2 m: depth outside 0..0.1 m"
+    )
+    assert "excluded sensor type ('cosmic'" in reasons[cosmic]
     wide = read_dir(tmp_path, Options(deepest=0.25, exclude_sensors=()))
     assert wide.sites.iloc[0]["sensor"] == "B"  # the 0-10 cm layer beats 20 cm
     layer.unlink()

@@ -53,28 +53,49 @@ def ingest_insitu(
     workdir: Path,
     from_dir: Path | None = None,
 ) -> InsituOutcome:
-    """Read ``source``'s stations for ``start..end`` and write those inside ``domain``."""
+    """Read ``source``'s stations for ``start..end`` and write those inside ``domain``.
+
+    Files come from ``from_dir`` (``ingest --from``), else the source's configured archive
+    (``options.archive``), else a fetch into ``workdir``; folders are only read. Every station
+    or sensor left out is in ``skipped`` with why (unreadable, depth, no valid day in the
+    window, outside the domain, a year without files); the outcome fails only when no year
+    gave a station.
+    """
     out = InsituOutcome(source.name, start, end, "complete", version=source.version(end))
+    folder = from_dir or getattr(source.options, "archive", None)
+    where = Path(folder) if folder is not None else workdir / source.name
     seen: set[tuple[Path, ...]] = set()
+    written: set[str] = set()
+    errors: list[str] = []
     try:
         for year in range(start.year, end.year + 1):
             day = max(start, dt.date(year, 1, 1))
-            if from_dir is not None:
-                granule = source.local(day, from_dir)
-            else:
-                (workdir / source.name).mkdir(parents=True, exist_ok=True)
-                granule = source.fetch(day, workdir / source.name)
-            if granule.files in seen:  # one archive serves every year (ISMN)
+            try:
+                if folder is not None:
+                    granule = source.local(day, Path(folder))
+                else:
+                    where.mkdir(parents=True, exist_ok=True)
+                    granule = source.fetch(day, where)
+                if granule.files in seen:  # one archive serves every year (ISMN)
+                    continue
+                seen.add(granule.files)
+                got = source.read(granule, regions=regions, start=start, end=end)
+            except SourceError as exc:  # this year has no file or no station with data
+                errors.append(f"{type(exc).__name__}: {exc}")
+                out.skipped += getattr(exc, "skipped", None) or [(where, f"{year}: {exc}")]
                 continue
-            seen.add(granule.files)
-            got = source.read(granule, regions=regions, start=start, end=end)
+            out.skipped += [(where, note) for note in granule.notes]
             out.skipped += got.skipped
-            data = _inside(got.data, grid, domain)
+            data, outside = _inside(got.data, grid, domain)
+            out.skipped += [(_first_file(got.sites, site), why) for site, why in outside]
             if data.sizes["site"]:
                 cube.write_insitu(data, source=source.name, version=granule.version)
-                out.n_sites += data.sizes["site"]
-    except (SourceError, CubeError, OSError) as exc:
-        out.status, out.error = "failed", redact(f"{type(exc).__name__}: {exc}")
+                written.update(str(s) for s in data["site"].values)
+    except (CubeError, OSError) as exc:
+        errors, out.status = [f"{type(exc).__name__}: {exc}"], "failed"
+    out.n_sites = len(written)
+    if errors and (out.status == "failed" or not written):
+        out.status, out.error = "failed", redact(errors[0])
         log.error("%s %s..%s: %s", source.name, start, end, out.error)
     for path, reason in out.skipped:
         log.warning("%s: skipped %s: %s", source.name, path, reason)
@@ -82,7 +103,7 @@ def ingest_insitu(
 
 
 def _inside(data, grid: EaseGrid, domain: Window):
-    """The sites of ``data`` whose cell lies in ``domain``."""
+    """The sites of ``data`` whose cell lies in ``domain``, and (site, why) of the others."""
     lon, lat = np.asarray(data["lon"], float), np.asarray(data["lat"], float)
     keep = np.zeros(lon.shape, dtype=bool)
     for i, (x, y) in enumerate(zip(lon, lat, strict=True)):
@@ -91,7 +112,17 @@ def _inside(data, grid: EaseGrid, domain: Window):
         except GridError:
             continue
         keep[i] = domain.contains(Window(int(row[0]), int(col[0]), 1, 1))
-    return data.isel(site=np.nonzero(keep)[0])
+    outside = [
+        (str(site), f"{site} at lat {y:.4f}, lon {x:.4f}: outside the domain")
+        for site, x, y, k in zip(data["site"].values, lon, lat, keep, strict=True)
+        if not k
+    ]
+    return data.isel(site=np.nonzero(keep)[0]), outside
+
+
+def _first_file(sites, site: str) -> Path:
+    """The first file a reader used for ``site`` (its ``file`` column, ``; ``-separated)."""
+    return Path(str(sites.loc[site, "file"]).split("; ")[0])
 
 
 def ingest_static(cube: Cube, options: Mapping[str, Any], grid: EaseGrid, domain: Window) -> str:

@@ -19,6 +19,7 @@ import xarray as xr
 
 from gsm3_ops import variables as registry
 from gsm3_ops.config import PAPER_REGIONS, BoxConfig
+from gsm3_ops.errors import SourceError
 from gsm3_ops.regions import region_of
 
 # Columns of InsituRead.sites, in this order (readers may add more after them).
@@ -54,6 +55,14 @@ class InsituRead:
     data: xr.DataArray
     sites: pd.DataFrame
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+class NoStationError(SourceError):
+    """No station of the files read has a valid day; ``skipped`` lists each one and why."""
+
+    def __init__(self, message: str, skipped: list[tuple[Path, str]]) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped)
 
 
 def default_regions() -> dict[str, BoxConfig]:

@@ -16,8 +16,10 @@ flag may be empty. Time stamps are UTC. Choosing a sensor per station and buildi
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from gsm3_ops.sources.base import CorruptFileError
 from gsm3_ops.sources.insitu import daily_mean
 
 _DATE = re.compile(r"^\d{4}/\d{2}/\d{2}$")
+_RECORD = re.compile(rb"^\s*(\d{4})/(\d{2})/(\d{2}) \d{2}:\d{2}\s")
+_EDGE_BYTES = 4096  # enough for the header and a few records at either end of a file
 _STAMP = re.compile(r"^\d{8}$")
 STATIC_QUANTITIES = {
     "saturation": "saturation",
@@ -230,3 +234,47 @@ def read_static_variables(source: str | Path | io.BytesIO, path: Path | None = N
         hit = table["value"][(quantity == name) & (origin == source_name)]
         out[column] = str(hit.iloc[0]) if len(hit) else ""
     return out
+
+
+# ------------------------------------------------------------------ the days a file covers
+
+Span = tuple[dt.date, dt.date]
+
+
+def _record_day(lines: Iterable[bytes]) -> dt.date | None:
+    """The UTC day of the first line in ``lines`` that is a record (``yyyy/mm/dd HH:MM ...``)."""
+    for line in lines:
+        match = _RECORD.match(line + b" ")
+        if match:
+            try:
+                return dt.date(*(int(g) for g in match.groups()))
+            except ValueError:
+                continue
+    return None
+
+
+def record_span(head: bytes, tail: bytes) -> Span | None:
+    """First and last UTC day of a data file from its first and last few kB (records run in
+    time order in ISMN files), or None when no record is there. Any line ends."""
+    first = _record_day(re.split(rb"[\r\n]+", head))
+    last = _record_day(reversed(re.split(rb"[\r\n]+", tail)))
+    return (first, last) if first is not None and last is not None else None
+
+
+def file_span(path: Path) -> Span | None:
+    """:func:`record_span` of a ``.stm`` file on disk, reading only its two ends."""
+    with open(path, "rb") as f:
+        head = f.read(_EDGE_BYTES)
+        f.seek(0, io.SEEK_END)
+        f.seek(max(0, f.tell() - _EDGE_BYTES))
+        tail = f.read()
+    return record_span(head, tail)
+
+
+def member_span(archive: zipfile.ZipFile, member: str) -> Span | None:
+    """:func:`record_span` of a ``.stm`` member of a zip archive (streamed, not extracted)."""
+    with archive.open(member) as f:
+        head = tail = f.read(_EDGE_BYTES)
+        while chunk := f.read(1 << 20):
+            tail = tail[-_EDGE_BYTES:] + chunk
+    return record_span(head, tail[-2 * _EDGE_BYTES :])

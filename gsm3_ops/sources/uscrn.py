@@ -25,9 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gsm3_ops.config import BoxConfig
 from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.archive import ArchiveIndex
 from gsm3_ops.sources.base import CorruptFileError, DateNotServedError, Granule
-from gsm3_ops.sources.insitu import InsituRead, default_regions, range_problem, to_dataarray
+from gsm3_ops.sources.insitu import (
+    InsituRead,
+    NoStationError,
+    default_regions,
+    range_problem,
+    to_dataarray,
+)
 from gsm3_ops.sources.uscrn_daily01 import (
+    file_span,
     parse_daily01,
     read_daily01,
     station_of_file,
@@ -104,7 +112,7 @@ def to_target(
         files = "; ".join(df.attrs["file"] for df in dfs)
         problem = range_problem(daily)
         if daily.notna().sum() == 0:
-            problem = f"no valid {TARGET.upper()} value in the period"
+            problem = _why_no_value(joined[TARGET], start, end)
         if problem:
             log.warning("USCRN: leaving out %s (%s): %s", site, files, problem)
             skipped.extend((Path(df.attrs["file"]), f"{site}: {problem}") for df in dfs)
@@ -124,11 +132,22 @@ def to_target(
         }
     if not series:
         reasons = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5]) or "no daily01 files"
-        raise SourceError(f"USCRN: no station with valid 5 cm soil moisture ({reasons})")
+        message = f"USCRN: no station with valid 5 cm soil moisture ({reasons})"
+        raise NoStationError(message, skipped)
     sites = pd.DataFrame.from_dict(rows, orient="index")
     sites.index.name = "site"
     data = to_dataarray(series, sites, regions or default_regions(), source=NAME)
     return InsituRead(data=data, sites=sites, skipped=skipped)
+
+
+def _why_no_value(values: pd.Series, start: dt.date | None, end: dt.date | None) -> str:
+    """Why a station has no valid 5 cm value in ``start..end``: none at all, or only outside."""
+    valid = values.dropna().index
+    what = f"no valid {TARGET.upper()} value"
+    if not len(valid):
+        return f"{what} in its files"
+    return (f"{what} in {start or '...'}..{end or '...'} (valid days "
+            f"{valid[0]:%Y-%m-%d}..{valid[-1]:%Y-%m-%d})")  # fmt: skip
 
 
 def read_dir(
@@ -230,14 +249,41 @@ class UscrnSource:
     def __init__(self, options: Options | None = None, client: HttpClient | None = None) -> None:
         self.options = options or Options()
         self.client = client or UrllibClient()
+        archive = self.options.archive
+        self._index = None if archive is None else ArchiveIndex(archive, NAME, self._span_of)
 
     def first_date(self) -> dt.date:
-        """The earliest date the source serves."""
-        return self.options.first_date
+        """The earliest date the source serves: with an archive, its first LST day."""
+        if self._index is None:
+            return self.options.first_date
+        return self._archive_span()[0]
 
     def latest_date(self, today: dt.date) -> dt.date:
-        """The latest LST day NCEI has as of ``today`` (``latency_days`` before it)."""
-        return today - dt.timedelta(days=self.options.latency_days)
+        """The latest LST day NCEI has as of ``today`` (``latency_days`` before it); with an
+        archive, its last LST day."""
+        if self._index is None:
+            return today - dt.timedelta(days=self.options.latency_days)
+        return self._archive_span()[1]
+
+    def _archive_span(self) -> tuple[dt.date, dt.date]:
+        first, last = self._index.first_day(), self._index.last_day()
+        if first is None or last is None:
+            raise DateNotServedError(
+                f"USCRN: no CRND0103-<year>-<station>.txt daily01 file in the archive "
+                f"{self._index.root}"
+            )
+        return first, last
+
+    def _span_of(self, path: Path) -> tuple[dt.date, dt.date] | None:
+        """The first and last LST_DATE of a configured station's daily01 file, else None."""
+        station = station_of_file(path)
+        if not station or (self.options.stations and station not in self.options.stations):
+            return None
+        try:
+            return file_span(path)
+        except CorruptFileError as exc:
+            log.warning("USCRN: %s", exc)  # named again, with its line, when it is read
+            return None
 
     def version(self, day: dt.date) -> str:
         """The product recorded in the day manifest."""
@@ -293,7 +339,9 @@ class UscrnSource:
         return self._granule(day, files, notes)
 
     def local(self, day: dt.date, directory: Path) -> Granule:
-        """The files of ``day``'s year already on disk under ``directory``."""
+        """The station files of ``day``'s year under ``directory`` (any folder depth): an
+        archive or ``--from`` folder. The reader keeps the days asked for and lists a station
+        without a valid day among them; DateNotServedError when the year has no file."""
         names = set(self.options.stations)
         paths = [
             p
@@ -302,7 +350,7 @@ class UscrnSource:
         ]
         if not paths:
             raise DateNotServedError(f"USCRN: no CRND0103-{day.year}-*.txt file under {directory}")
-        return self._granule(day, paths, [])
+        return Granule(NAME, day, tuple(paths), VERSION)
 
     def read(
         self,

@@ -11,6 +11,7 @@ standard time (LST) days, not UTC days. The source (fetch and the ``insitu`` tar
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 from pathlib import Path
@@ -226,6 +227,27 @@ def station_forcing(df: pd.DataFrame) -> pd.DataFrame:
     out.attrs.update(df.attrs)
     out.attrs["units"] = dict(FORCING_UNITS)
     return out
+
+
+def file_span(path: Path) -> tuple[dt.date, dt.date] | None:
+    """First and last LST day of a daily01 file from its first and last lines (None when it
+    has no line); CorruptFileError naming the file when a date there is not YYYYMMDD."""
+    try:
+        lines = [line.split() for line in path.read_bytes().splitlines() if line.strip()]
+    except OSError as exc:
+        raise CorruptFileError(f"USCRN file {path}: {exc}") from None
+    if not lines:
+        return None
+    days = []
+    for n, fields in ((1, lines[0]), (len(lines), lines[-1])):
+        stamp = fields[1].decode("ascii", "replace") if len(fields) > 1 else ""
+        try:
+            days.append(dt.datetime.strptime(stamp, "%Y%m%d").date())
+        except ValueError:
+            raise CorruptFileError(
+                f"USCRN file {path}, line {n}: LST_DATE {stamp!r} is not a YYYYMMDD date"
+            ) from None
+    return days[0], days[1]
 
 
 def station_of_file(path: Path) -> str:
