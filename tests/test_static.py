@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,9 @@ from gsm3_ops.sources.static import (
     static_attributes,
     static_from_rasters,
 )
+from gsm3_ops.sources.static_defaults import default_rasters
 from gsm3_ops.variables import FEATURE_SETS, REGISTRY
+from gsm3_ops.world.static import write_static
 
 A_WGS84, E2_WGS84 = 6378137.0, 0.00669437999014
 
@@ -443,3 +446,140 @@ def test_all_17_statics_go_into_the_cube(tmp_path: Path) -> None:
     np.testing.assert_allclose(back["sand"], 40.0)
     with pytest.raises(StaticError, match="long_term_start and long_term_end"):
         static_attributes(StaticOptions(**paths), cube, M09, DOMAIN)
+
+
+# Default providers: Copernicus GLO-90, SoilGrids 2.0, ESA WorldCover (docs/static-attributes.md)
+
+SMALL = M09.window_from_bbox(36.5, -0.6, 36.65, -0.45)  # 2 x 2 cells, one tile of each
+SG = "https://files.isric.org/soilgrids/latest/data"
+SMALL_URLS = [
+    "https://copernicus-dem-90m.s3.amazonaws.com/Copernicus_DSM_COG_30_S01_00_E036_00_DEM/"
+    "Copernicus_DSM_COG_30_S01_00_E036_00_DEM.tif",
+    *(
+        url
+        for p in ("sand", "clay", "silt", "bdod")
+        for url in (
+            f"{SG}/{p}/{p}_0-5cm_mean.vrt",
+            f"{SG}/{p}/{p}_0-5cm_mean/tileSG-019-054/tileSG-019-054_3-2.tif",
+        )
+    ),
+    "https://esa-worldcover.s3.eu-central-1.amazonaws.com/v200/2021/map/"
+    "ESA_WorldCover_10m_2021_v200_S03E036_Map.tif",
+]
+
+
+class Provider:
+    """An HTTP client serving the files the providers publish (made by the world writer,
+    which writes their names, CRSs, tiling, dtypes, nodata and units), recording each GET;
+    anything else is a 404 (as S3 answers for an ocean tile)."""
+
+    def __init__(self, folder: Path, fail: bool = False) -> None:
+        self.files = [p for p in folder.rglob("*") if p.is_file()]
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def get(self, url: str, timeout: float):
+        if self.fail:
+            raise AssertionError(f"no download expected, got GET {url}")
+        self.calls.append(url)
+        # SoilGrids tile names repeat across maps: match the map folder too.
+        deep = [p for p in self.files if url.endswith("/".join(p.parts[-3:]))]
+        named = [p for p in self.files if p.name == url.rsplit("/", 1)[-1]]
+        path = (deep or named or [None])[0]
+        body = path.read_bytes() if path else b""
+        return SimpleNamespace(status_code=200 if path else 404, content=body)
+
+
+CONSTANT = {"elevation": 1500.0, "sand": 40.0, "clay": 25.0, "silt": 35.0,
+            "bulk_density": 1.3, "land_cover": 12.0, "ndvi": 0.5}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Path:
+    """The providers' files over SMALL for a uniform world (all land)."""
+    coords = {"y": M09.y_centres(SMALL), "x": M09.x_centres(SMALL)}
+    ds = xr.Dataset(
+        {k: (("y", "x"), np.full(SMALL.shape, v)) for k, v in CONSTANT.items()}, coords=coords
+    )
+    for name in TERRAIN[1:]:
+        ds[name] = ds["elevation"] * 0
+    folder = tmp_path_factory.mktemp("providers")
+    write_static(ds, M09, SMALL, folder)
+    return folder
+
+
+def test_defaults_fetch_exactly_the_window_tiles(tmp_path: Path, published: Path) -> None:
+    client = Provider(published)
+    opts = StaticOptions(ndvi=published / "ndvi/ndvi_mean.tif", scale={"ndvi": 1e-4})
+    filled, used = default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
+    assert client.calls == SMALL_URLS
+    assert used["dem"] == "copernicus-glo90" and used["ndvi"] == "ndvi_mean.tif"
+    ds = static_from_rasters(filled, M09, SMALL)
+    for name, value in CONSTANT.items():
+        want = 40.0 if name == "land_cover" else value  # IGBP cropland is WorldCover 40
+        np.testing.assert_allclose(ds[name], want, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(ds["slope"], 0.0, atol=1e-9)
+    cached = tmp_path / "raw/static/soilgrids/sand_0-5cm_mean/tileSG-019-054/tileSG-019-054_3-2.tif"
+    assert cached.is_file()
+
+
+def test_a_download_is_cached_and_an_ocean_tile_remembered(tmp_path: Path, published) -> None:
+    client = Provider(published)
+    opts = StaticOptions(ndvi=published / "ndvi/ndvi_mean.tif")
+    default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
+    n = len(client.calls)
+    default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
+    assert len(client.calls) == n  # nothing fetched again
+    # Next door (one degree east) the provider has no DEM tile: a 404 is open sea, kept.
+    east = Window(SMALL.row0, SMALL.col0 + 12, 2, 2)
+    with pytest.raises(StaticError, match=r"'dem': the default provider has no tile over"):
+        default_rasters(opts, M09, east, tmp_path / "raw", client)
+    absent = list((tmp_path / "raw/static/copernicus-dem-90m").glob("*E037*.absent"))
+    assert len(absent) == 1
+    calls = len(client.calls)
+    with pytest.raises(StaticError, match="no tile over"):
+        default_rasters(opts, M09, east, tmp_path / "raw", client)
+    assert len(client.calls) == calls
+
+
+def test_an_operator_raster_overrides_its_default(tmp_path: Path, published: Path) -> None:
+    client = Provider(published)
+    sand = write_tif(
+        tmp_path / "my_sand.tif", np.full((100, 100), 55.0), "EPSG:4326",
+        from_origin(36.0, 0.0, 0.01, 0.01),
+    )  # fmt: skip
+    opts = StaticOptions(sand=sand, ndvi=published / "ndvi/ndvi_mean.tif")
+    filled, used = default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
+    assert not [u for u in client.calls if "/sand/" in u]
+    assert [u for u in client.calls if "/clay/" in u]
+    assert used["sand"] == "my_sand.tif" and "sand" not in filled.scale
+    ds = static_from_rasters(filled, M09, SMALL, names=["sand", "clay"])
+    np.testing.assert_allclose(ds["sand"], 55.0)
+    np.testing.assert_allclose(ds["clay"], 25.0)
+
+
+def test_an_archive_is_read_without_any_download(tmp_path: Path, published: Path) -> None:
+    opts = StaticOptions(archive=published, ndvi=published / "ndvi/ndvi_mean.tif")
+    filled, _ = default_rasters(opts, M09, SMALL, tmp_path / "raw", Provider(published, True))
+    ds = static_from_rasters(filled, M09, SMALL, names=["elevation", "bulk_density"])
+    np.testing.assert_allclose(ds["bulk_density"], 1.3, rtol=1e-6)
+    np.testing.assert_allclose(ds["elevation"], 1500.0)
+    # An incomplete mirror is named: the archive lacks a SoilGrids tile the VRT lists.
+    partial = tmp_path / "partial"
+    for p in published.rglob("*"):
+        if p.is_file() and "clay_0-5cm_mean/tileSG" not in p.as_posix():
+            (partial / p.relative_to(published)).parent.mkdir(parents=True, exist_ok=True)
+            (partial / p.relative_to(published)).write_bytes(p.read_bytes())
+    opts = StaticOptions(archive=partial, ndvi=published / "ndvi/ndvi_mean.tif")
+    with pytest.raises(StaticError, match=r"archive .*partial lacks clay_0-5cm_mean/tileSG-"):
+        default_rasters(opts, M09, SMALL, tmp_path / "raw", Provider(published, True))
+
+
+def test_a_failing_download_names_the_url(tmp_path: Path, published: Path) -> None:
+    class Broken:
+        def get(self, url: str, timeout: float):
+            return SimpleNamespace(status_code=403 if url.endswith(".vrt") else 200, content=b"")
+
+    opts = StaticOptions(dem=published / "x.tif", land_cover=published / "x.tif")
+    with pytest.raises(StaticError, match=rf"GET {SG}/sand/sand_0-5cm_mean.vrt failed: HTTP 403"):
+        default_rasters(opts, M09, SMALL, tmp_path / "raw", Broken())

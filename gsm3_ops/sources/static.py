@@ -64,6 +64,9 @@ class StaticOptions(BaseModel):
     ``dem`` gives elevation, slope, aspect_cos, plan_curvature and roughness; each other
     raster gives the attribute of its name. ``scale`` multiplies a raster's values into the
     registry's units (e.g. ``sand: 0.1`` for SoilGrids g/kg -> %, ``ndvi: 0.0001``).
+    A raster left unset comes from its default provider when ingested
+    (:mod:`gsm3_ops.sources.static_defaults`), read from ``archive`` (a folder of the
+    providers' files under their own names) when set, else downloaded.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -75,6 +78,7 @@ class StaticOptions(BaseModel):
     bulk_density: Path | None = None
     land_cover: Path | None = None
     ndvi: Path | None = None
+    archive: Path | None = None
     scale: dict[str, float] = Field(default_factory=dict)
     long_term_start: dt.date | None = None
     long_term_end: dt.date | None = None
