@@ -125,18 +125,33 @@ def _first_file(sites, site: str) -> Path:
     return Path(str(sites.loc[site, "file"]).split("; ")[0])
 
 
-def ingest_static(cube: Cube, options: Mapping[str, Any], grid: EaseGrid, domain: Window) -> str:
-    """Derive the 17 statics from the configured rasters and the cube; write them; version."""
+def ingest_static(
+    cube: Cube,
+    options: Mapping[str, Any],
+    grid: EaseGrid,
+    domain: Window,
+    *,
+    raw_dir: Path | None = None,
+    client: Any = None,
+) -> str:
+    """Derive the 17 statics and write them; return the version recorded.
+
+    Rasters the operator configured (``sources.options.static.<field>``) are used as they
+    are; the others come from the default providers (Copernicus GLO-90, SoilGrids, ESA
+    WorldCover: ``options.archive``, else downloaded with ``client`` and cached under
+    ``raw_dir/static``, by default the ``raw`` folder beside the cube). The long-term means
+    come from the cube.
+    """
     from gsm3_ops.sources.static import StaticOptions, static_attributes
+    from gsm3_ops.sources.static_defaults import default_rasters
 
     try:
         opts = StaticOptions(**dict(options))
     except ValueError as exc:
         raise SourceError(f"sources.options.static: {exc}") from None
-    ds = static_attributes(opts, cube, grid, domain)
-    version = "rasters:" + ",".join(
-        f"{k}={Path(v).name}" for k, v in sorted(opts.model_dump().items())
-        if isinstance(v, Path)
-    )  # fmt: skip
+    raw = Path(raw_dir) if raw_dir is not None else Path(cube.path).parent / "raw"
+    filled, used = default_rasters(opts, grid, domain, raw, client)
+    ds = static_attributes(filled, cube, grid, domain)
+    version = "rasters:" + ",".join(f"{k}={v}" for k, v in sorted(used.items()))
     cube.write_static(ds, source="static", version=version)
     return version
