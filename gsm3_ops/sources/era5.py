@@ -40,14 +40,24 @@ from gsm3_ops.regrid import latlon_to_ease
 from gsm3_ops.secrets import MASK, redact
 from gsm3_ops.sources import grib
 from gsm3_ops.sources.base import DateNotServedError, Granule, check_served
-from gsm3_ops.sources.era5_daily import accumulation_at, daily_value, sum_hourly_accumulations
+from gsm3_ops.sources.era5_daily import day_value
+from gsm3_ops.sources.era5_files import (
+    FROM_00,
+    HOURLY_SUM,
+    INSTANT,
+    CdsFiles,
+    Need,
+    Part,
+    choose,
+    expvers_at,
+    zone_label,
+)
 
 log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86400.0
 FLUXES = frozenset({"precip_era5", "ssrd", "strd"})  # area-mean regridding; the rest bilinear
 HOURS = tuple(f"{h:02d}:00" for h in range(24))
-GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".nc")
 # How the CDS says a day is not there yet ("None of the data you have requested is available yet")
 _NOT_YET = re.compile(r"available yet|not (yet )?available|no data", re.IGNORECASE)
 
@@ -113,19 +123,30 @@ class _CdsSource(ABC):
     provides: tuple[str, ...]
     FIRST: ClassVar[dt.date]
     LABELS: ClassVar[tuple[str, str]]  # (final, preliminary) version labels
+    # registry name -> (the variable in the files and how its day is made, factor to units)
+    READS: ClassVar[dict[str, tuple[Need, float]]]
+    FINE_GRID: ClassVar[bool]  # ERA5-Land's 0.1 degree grid (else ERA5's 0.25)
+    PREFIX: ClassVar[str]  # how fetch names the files
 
     def __init__(self, options: Era5Options | None = None, client: Any = None) -> None:
         self.options = options or Era5Options()
         self._client = client
+        needs = [need for need, _ in self.READS.values()]
+        self._files = CdsFiles(self.name, needs, self.FINE_GRID, self.PREFIX)
 
     # -- dates and versions --------------------------------------------------------------------
 
     def first_date(self) -> dt.date:
-        """The earliest date the CDS serves."""
+        """The earliest date the CDS serves, or the first complete day of the archive."""
+        if self.options.archive is not None:
+            return self._files.served(self.options.archive)[0]
         return self.FIRST
 
     def latest_date(self, today: dt.date) -> dt.date:
-        """``today`` minus the configured latency (ERA5T: about 5 days)."""
+        """``today`` minus the configured latency (ERA5T: about 5 days), or the last day of
+        the archive (``options.archive``) that has every step of every variable."""
+        if self.options.archive is not None:
+            return self._files.served(self.options.archive)[1]
         return today - dt.timedelta(days=self.options.latency_days)
 
     def version(self, day: dt.date) -> str:
@@ -140,6 +161,17 @@ class _CdsSource(ABC):
     @abstractmethod
     def read(self, granule: Granule) -> xr.Dataset:
         """The granule's files -> the day on the native grid, registry names and units."""
+
+    def _day_values(
+        self, granule: Granule
+    ) -> tuple[list[Part], dict[str, xr.DataArray], dict[str, str]]:
+        """The granule's parts, each variable's day in registry units, and its file(s)."""
+        parts = [p for f in granule.files for p in self._files.parts(f)]
+        out, paths = {}, {}
+        for name, (need, factor) in self.READS.items():
+            value, label = day_value(self._files, parts, need, granule.day)
+            out[name], paths[name] = value * factor, label
+        return parts, out, paths
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -165,37 +197,42 @@ class _CdsSource(ABC):
         return self._granule(day, files)
 
     def local(self, day: dt.date, directory: Path) -> Granule:
-        """The files of ``day`` under ``directory``, named as :meth:`fetch` names them.
+        """The files of ``day`` in a local archive ``directory``: CDS files in any sub-folder,
+        under any name, each spanning any days (GRIB, netCDF, or the CDS's zips of them).
 
-        Looked for in ``directory`` and in ``directory/<source>/<YYYY-MM-DD>`` (the layout
-        that ingest keeps raw files in); GRIB or netCDF, whatever the suffix says.
+        Raises
+        ------
+        DateNotServedError
+            The archive lacks a step of the day of some variable (the folder is named).
+        CorruptFileError
+            A file named as fetch names the day's files is unreadable.
         """
-        directory = Path(directory)
-        files = []
-        for req in self.requests(day):
-            stem = Path(req.filename).stem
-            places = (directory, directory / self.name / day.isoformat())
-            found = [
-                p / (stem + s) for p in places for s in GRIB_SUFFIXES if (p / (stem + s)).is_file()
-            ]
-            if not found:
-                raise DateNotServedError(
-                    f"{self.name}: no file {stem}.(grib|nc) for {day.isoformat()} in {directory}"
-                )
-            files.append(found[0])
-        return self._granule(day, files)
+        return self._granule(day, self._files.day_files(day, Path(directory)))
 
     def _granule(self, day: dt.date, files: list[Path]) -> Granule:
+        """The granule of ``files``: the version from the expvers of the day's own steps,
+        and the time zone of any daily statistics among them."""
+        parts = [p for f in files for p in self._files.parts(f)]
         expvers: set[str] = set()
-        for path in files:
-            expvers |= grib.expvers_of(path)
+        notes: list[str] = []
+        for need, _ in self.READS.values():
+            use = choose(parts, need, day)
+            if use:
+                expvers |= expvers_at(use, need, day)
+            else:  # incomplete: read() will say so; the version from what there is
+                expvers |= {str(e) for p in parts for e in p.inv.expvers.get(need.name, ())} - {""}
+            for p in use:
+                zone = p.zone(need) if p.daily else None
+                if zone is not None and f"time_zone:{zone_label(zone)}" not in notes:
+                    notes.append(f"time_zone:{zone_label(zone)}")
         if not expvers:
             note = "version inferred from the date: the files carry no expver"
-            return Granule(self.name, day, tuple(files), self.version(day), (note,))
+            return Granule(self.name, day, tuple(files), self.version(day), (note, *notes))
         version = self.LABELS[1] if grib.PRELIMINARY in expvers else self.LABELS[0]
         unknown = expvers - {grib.FINAL, grib.PRELIMINARY}
-        notes = (f"unexpected expver {', '.join(sorted(unknown))}",) if unknown else ()
-        return Granule(self.name, day, tuple(files), version, notes)
+        if unknown:
+            notes.append(f"unexpected expver {', '.join(sorted(unknown))}")
+        return Granule(self.name, day, tuple(files), version, tuple(notes))
 
     # -- the CDS client ------------------------------------------------------------------------
 
@@ -265,6 +302,9 @@ class Era5Source(_CdsSource):
     FIRST = dt.date(1940, 1, 1)
     LABELS = ("ERA5", "ERA5T")
     DATASET = "reanalysis-era5-single-levels"
+    READS: ClassVar = {"precip_era5": (Need("tp", HOURLY_SUM), 1000.0)}  # m -> mm
+    FINE_GRID = False
+    PREFIX = "era5_tp_"
 
     def requests(self, day: dt.date) -> list[CdsRequest]:
         """One GRIB request for days D and D+1 (every hour): day D ends at 00 UTC of D+1."""
@@ -282,13 +322,14 @@ class Era5Source(_CdsSource):
         return [CdsRequest(self.DATASET, request, f"era5_tp_{day:%Y%m%d}.grib")]
 
     def read(self, granule: Granule) -> xr.Dataset:
-        """The day's precipitation total in mm day-1 on the native 0.25 degree grid."""
-        path = granule.files[0]
-        tp = grib.open_fields(path, ["tp"]).data["tp"]
-        total = sum_hourly_accumulations(tp, granule.day, path) * 1000.0  # m -> mm
+        """The day's precipitation total in mm day-1 on the native 0.25 degree grid: the 24
+        hourly accumulations valid 01..24 UTC (from one file or two), or a CDS daily-mean or
+        daily-sum step of a UTC day."""
+        _, out, paths = self._day_values(granule)
+        total = out["precip_era5"]
         # GRIB packing leaves tiny negative totals where no rain fell.
-        total = total.where(~(total < 0), 0.0)
-        return _native({"precip_era5": total}, granule.day, {"precip_era5": path})
+        out["precip_era5"] = total.where(~(total < 0), 0.0)
+        return _native(out, granule.day, paths)
 
 
 # ERA5-Land: registry name -> (CDS variable, netCDF name, factor to registry units)
@@ -318,6 +359,12 @@ class Era5LandSource(_CdsSource):
     LABELS = ("ERA5-Land", "ERA5-Land-ERA5T")  # "ERA5T" marks it provisional
     DAILY_DATASET = "derived-era5-land-daily-statistics"
     HOURLY_DATASET = "reanalysis-era5-land"
+    READS: ClassVar = {
+        **{name: (Need(nc, INSTANT), factor) for name, (_, nc, factor) in LAND_DAILY.items()},
+        **{name: (Need(nc, FROM_00), factor) for name, (_, nc, factor) in LAND_RADIATION.items()},
+    }
+    FINE_GRID = True
+    PREFIX = "era5_land_"
 
     def requests(self, day: dt.date) -> list[CdsRequest]:
         """Daily means of day D; radiation valid at 00 UTC of D+1 (the totals of day D)."""
@@ -344,28 +391,29 @@ class Era5LandSource(_CdsSource):
         ]
 
     def read(self, granule: Granule) -> xr.Dataset:
-        """Both files -> the 11 variables of the day in registry units, native 0.1 degree grid."""
-        daily_path, rad_path = granule.files
-        day = granule.day
-        names = [nc for _, nc, _ in LAND_DAILY.values()]
+        """The granule's files -> the 11 variables of the day in registry units, native 0.1
+        degree grid: daily statistics (or 24 hourly values) of the state variables, and the
+        radiation accumulated to 00 UTC of the next day."""
+        parts, out, paths = self._day_values(granule)
         # ERA5-Land is missing over the sea already; ERA5 fields supplied in its place are
-        # not, and are masked where the file brings its land-sea mask.
-        if "lsm" in grib.variables_in(daily_path):
-            names.append("lsm")
-        fields = grib.mask_sea(grib.open_fields(daily_path, names).data)
-        out, paths = {}, {}
-        for name, (_, nc, factor) in LAND_DAILY.items():
-            out[name] = daily_value(fields[nc], day, daily_path) * factor
-            paths[name] = daily_path
-        rad = grib.open_fields(rad_path, [nc for _, nc, _ in LAND_RADIATION.values()]).data
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
-        for name, (_, nc, factor) in LAND_RADIATION.items():
-            out[name] = accumulation_at(rad[nc], end, rad_path) * factor
-            paths[name] = rad_path
-        return _native(out, day, paths)
+        # not, and are masked where a file brings its land-sea mask (on any time axis).
+        masks = [self._files.field(p, "lsm") for p in parts if "lsm" in p.inv.times]
+        for name, (need, _) in self.READS.items():
+            if need.name not in grib.LAND_ONLY:
+                continue
+            for lsm in masks:
+                land = lsm.isel(valid_time=0, drop=True)
+                if _same_grid(land, out[name]):
+                    out[name] = out[name].where(land >= 0.5)
+                    break
+        return _native(out, granule.day, paths)
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _same_grid(a: xr.DataArray, b: xr.DataArray) -> bool:
+    return all(np.array_equal(a[c].values, b[c].values) for c in ("latitude", "longitude"))
 
 
 def _utc_today() -> dt.date:

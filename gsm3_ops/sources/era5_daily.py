@@ -3,7 +3,8 @@
 The fields have dims ``(valid_time, latitude, longitude)``. ERA5 single-level accumulations
 cover the hour ending at their valid time; ERA5-Land accumulates from 00 UTC, so the field
 valid at 00 UTC of D+1 holds the total of day D. A day that is not complete is an error
-naming the file (or variable) and the day: a partial mean or sum would be biased.
+naming the file (or variable) and the day: a partial mean or sum would be biased. A CDS
+daily-statistics step is taken only for a UTC day.
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ import pandas as pd
 import xarray as xr
 
 from gsm3_ops.errors import SourceError
+from gsm3_ops.sources.base import CorruptFileError, MissingVariableError
+from gsm3_ops.sources.era5_files import (
+    FROM_00,
+    HOURLY_SUM,
+    INSTANT,
+    CdsFiles,
+    Need,
+    Part,
+    choose,
+    zone_label,
+)
 
 _TIME = "valid_time"  # the time dimension of grib.open_fields
 
@@ -28,7 +40,78 @@ def day_slice(da: xr.DataArray, day: dt.date) -> xr.DataArray:
     return da.isel({_TIME: np.flatnonzero(keep)})
 
 
-def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
+def day_value(
+    files: CdsFiles, parts: list[Part], need: Need, day: dt.date
+) -> tuple[xr.DataArray, str]:
+    """``day`` of ``need`` from the parts that hold it: (latitude, longitude) in the files'
+    units (a daily-mean precipitation step made a daily total), and the file(s) it came from.
+
+    Raises
+    ------
+    MissingVariableError
+        No part holds the variable.
+    SourceError
+        The day is incomplete (the file and the first missing step are named), or a daily
+        statistic is of another time zone than UTC or of an unusable kind.
+    """
+    use = choose(parts, need, day)
+    if not use:  # let the day rules say what is missing, in the files' own terms
+        use = [p for p in parts if need.name in p.inv.times]
+        if not use:
+            _missing(files, parts, need)
+    label = ", ".join(p.label for p in use)
+    if len(use) == 1 and use[0].daily and need.kind != FROM_00:
+        return _statistic(files.field(use[0], need.name), use[0], need, day), label
+    fields = [files.field(p, need.name) for p in use]
+    try:
+        da = xr.concat(fields, _TIME, join="exact") if len(fields) > 1 else fields[0]
+    except ValueError:
+        raise CorruptFileError(f"{label}: {need.name} on different grids") from None
+    _, first = np.unique(da[_TIME].values, return_index=True)
+    da = da.isel({_TIME: first})  # sorted, each step once (files may overlap)
+    if need.kind == HOURLY_SUM:
+        return sum_hourly_accumulations(da, day, label), label
+    if need.kind == FROM_00:
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+        return accumulation_at(da, end, label), label
+    return daily_value(da, day, label), label
+
+
+def _missing(files: CdsFiles, parts: list[Part], need: Need) -> None:
+    """Raise the reader's own MissingVariableError from the file that should hold ``need``:
+    one holding another variable of its kind, else the first."""
+    kin = {n.name for n in files.needs if n.kind == need.kind}
+    sibling = next((p for p in parts if kin & set(p.inv.times)), parts[0] if parts else None)
+    if sibling is not None:
+        files.field(sibling, need.name)  # raises, naming the file and what it holds
+    where = sibling.label if sibling is not None else "no files"
+    raise MissingVariableError(f"{where}: no variable {need.name!r}")
+
+
+def _statistic(da: xr.DataArray, part: Part, need: Need, day: dt.date) -> xr.DataArray:
+    """The daily-statistics step of ``day``: UTC days only; precipitation as a daily total."""
+    zone = part.zone(need)
+    if zone not in (None, 0):
+        raise CorruptFileError(
+            f"{part.label}: daily statistics of {need.name} computed for time zone "
+            f"{zone_label(zone)}, not UTC; request time_zone utc+00:00"
+        )
+    stat = part.statistic
+    factor = 1.0
+    if need.kind == INSTANT and stat not in (None, "mean"):
+        raise CorruptFileError(f"{part.label}: daily {stat} of {need.name}, expected daily mean")
+    if need.kind == HOURLY_SUM:
+        if stat not in ("mean", "sum"):
+            raise CorruptFileError(
+                f"{part.label}: daily {stat or 'statistic (unstated)'} of {need.name}, "
+                "expected daily_mean or daily_sum"
+            )
+        factor = 24.0 if stat == "mean" else 1.0  # the mean of 24 hourly accumulations
+    t = np.datetime64(day.isoformat(), "ns")
+    return da.sel({_TIME: t}, drop=True) * factor
+
+
+def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path | str) -> xr.DataArray:
     """Total of ``day`` from hourly accumulations that each cover the hour ending at valid time.
 
     ERA5 single levels: the value valid at T is the accumulation over (T - 1 h, T], so the UTC
@@ -48,7 +131,7 @@ def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path) -> xr.D
     return da.sel({_TIME: wanted}).sum(_TIME, skipna=False)
 
 
-def accumulation_at(da: xr.DataArray, when: dt.datetime, path: Path) -> xr.DataArray:
+def accumulation_at(da: xr.DataArray, when: dt.datetime, path: Path | str) -> xr.DataArray:
     """The field valid at ``when`` (ERA5-Land: 00 UTC of D+1 holds the total of day D)."""
     t = np.datetime64(when.replace(tzinfo=None).isoformat(), "ns")
     if t not in pd.DatetimeIndex(da[_TIME].values):
@@ -56,7 +139,7 @@ def accumulation_at(da: xr.DataArray, when: dt.datetime, path: Path) -> xr.DataA
     return da.sel({_TIME: t})
 
 
-def daily_value(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
+def daily_value(da: xr.DataArray, day: dt.date, path: Path | str) -> xr.DataArray:
     """The daily statistic of ``day`` (one step), or the mean of 24 hourly steps."""
     steps = day_slice(da, day)
     n = steps.sizes[_TIME]

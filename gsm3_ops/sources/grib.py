@@ -46,6 +46,9 @@ LAND_ONLY = frozenset(
     {"swvl1", "swvl2", "swvl3", "swvl4", "stl1", "stl2", "stl3", "stl4", "lai_hv", "lai_lv", "sd"}
 )
 
+# Time-invariant fields: a file may carry them on their own time axis (one step, any date).
+TIME_INVARIANT = frozenset({"lsm", "z", "slt", "cvh", "cvl", "tvh", "tvl", "sdor", "slor"})
+
 _LAT, _LON, _TIME = "latitude", "longitude", "valid_time"
 _COORD_DECIMALS = 6  # float32 and float64 coordinates of one grid must compare equal
 
@@ -59,6 +62,22 @@ class Fields:
 
     data: xr.Dataset
     expvers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a file holds, read from its headers and coordinates (no field values).
+
+    ``times`` maps each variable (netCDF names) to its valid times (datetime64[ns], as in the
+    file); ``expvers`` to the expver of each of those steps (``""`` where the file does not
+    say). ``step`` is the grid spacing in degrees (None for a single row and column);
+    ``history`` the netCDF global attribute (``""`` for GRIB).
+    """
+
+    times: dict[str, np.ndarray]
+    expvers: dict[str, np.ndarray]
+    step: float | None
+    history: str = ""
 
 
 def file_format(path: Path) -> str:
@@ -178,6 +197,21 @@ def expvers_of(path: Path) -> frozenset[str]:
         return frozenset(_expver(v) for v in np.ravel(ds["expver"].values)) - {""}
 
 
+def inventory(path: Path) -> Inventory:
+    """The variables, valid times and expvers of a GRIB or netCDF file, without its values.
+
+    Raises
+    ------
+    CorruptFileError
+        Unreadable, truncated or not GRIB/netCDF (the path is named).
+    """
+    path = Path(path)
+    if file_format(path) == "grib":
+        return _grib_inventory_by_time(path)
+    with _open_nc(path) as ds:
+        return _nc_inventory(ds, path)
+
+
 def mask_sea(ds: xr.Dataset, lsm: xr.DataArray | None = None, threshold: float = 0.5) -> xr.Dataset:
     """Land-only variables (:data:`LAND_ONLY`) set to NaN where the land-sea mask < threshold.
 
@@ -220,6 +254,41 @@ def _open_grib(path: Path, names: Sequence[str]) -> Fields:
         da = xr.concat(parts, _TIME) if len(parts) > 1 else parts[0]
         fields[name] = _unique_times(da.sortby(_TIME), path).rename(name)
     return Fields(_merge(fields, path), expvers)
+
+
+def _grib_inventory_by_time(path: Path) -> Inventory:
+    """Each message's short name, validity and expver, read from its header only."""
+    import eccodes
+
+    back = {short: name for name, short in _GRIB_SHORT.items()}
+    rows: list[tuple[str, str, str]] = []
+    step = None
+    try:
+        with open(path, "rb") as f:
+            while (h := eccodes.codes_grib_new_from_file(f, headers_only=True)) is not None:
+                try:
+                    short = str(eccodes.codes_get(h, "shortName"))
+                    date = eccodes.codes_get(h, "validityDate")
+                    when = f"{date:08d}{eccodes.codes_get(h, 'validityTime'):04d}"
+                    expver = _expver(eccodes.codes_get(h, "expver", ktype=str))
+                    if step is None and eccodes.codes_get(h, "Nj") > 1:
+                        step = float(eccodes.codes_get(h, "jDirectionIncrementInDegrees"))
+                finally:
+                    eccodes.codes_release(h)
+                rows.append((back.get(short, short), when, expver))
+    except Exception as exc:  # eccodes raises its own hierarchy (PrematureEndOfFileError ...)
+        raise CorruptFileError(f"{path}: unreadable GRIB ({_describe(exc)})") from None
+    times: dict[str, list] = {}
+    expvers: dict[str, list] = {}
+    for name, when, expver in rows:
+        stamp = np.datetime64(f"{when[:4]}-{when[4:6]}-{when[6:8]}T{when[8:10]}:{when[10:]}", "ns")
+        times.setdefault(name, []).append(stamp)
+        expvers.setdefault(name, []).append(expver)
+    return Inventory(
+        {k: np.array(v, dtype="datetime64[ns]") for k, v in times.items()},
+        {k: np.array(v, dtype=str) for k, v in expvers.items()},
+        step,
+    )
 
 
 def _grib_variable(path: Path, short: str, expver: str | None) -> xr.DataArray:
@@ -290,9 +359,42 @@ def _open_netcdf(path: Path, names: Sequence[str]) -> Fields:
     return Fields(_merge(fields, path), frozenset(expvers))
 
 
+def _time_of(da: xr.DataArray) -> str | None:
+    """The variable's own time axis: a dimension, else a scalar coordinate (one step)."""
+    for where in (da.dims, da.coords):
+        for name in (_TIME, "time"):
+            if name in where:
+                return name
+    return None
+
+
+def _nc_inventory(ds: xr.Dataset, path: Path) -> Inventory:
+    ds = ds.rename({k: v for k, v in {"lat": _LAT, "lon": _LON}.items() if k in ds.variables})
+    times, expvers = {}, {}
+    for name, da in ds.data_vars.items():
+        time = _time_of(da)
+        if time is None or _LAT not in da.dims or _LON not in da.dims:
+            continue
+        try:
+            t = np.atleast_1d(np.asarray(da[time].values, dtype="datetime64[ns]"))
+        except (TypeError, ValueError):
+            raise CorruptFileError(f"{path}: {name} has undecodable times ({time})") from None
+        if "expver" in da.dims:  # old CDS: each step's expver is known only from the values
+            e = np.full(t.shape, ",".join(sorted({_expver(v) for v in da["expver"].values})))
+        elif "expver" in da.coords:
+            stated = np.asarray([_expver(v) for v in np.ravel(da["expver"].values)])
+            e = np.broadcast_to(stated, t.shape)
+        else:
+            e = np.full(t.shape, "")
+        times[str(name)], expvers[str(name)] = t, np.asarray(e, dtype=str)
+    lat = np.asarray(ds[_LAT].values, dtype=np.float64) if _LAT in ds.variables else np.array([])
+    step = round(float(abs(lat[1] - lat[0])), _COORD_DECIMALS) if lat.size > 1 else None
+    return Inventory(times, expvers, step, str(ds.attrs.get("history", "")))
+
+
 def _nc_variable(ds: xr.Dataset, name: str, path: Path) -> tuple[xr.DataArray, set[str]]:
     da = ds[name]
-    time = _TIME if _TIME in ds.variables else "time" if "time" in ds.variables else None
+    time = _time_of(da)
     if time is None:
         raise CorruptFileError(f"{path}: {name} has no time (looked for valid_time, time)")
     expvers: set[str] = set()
@@ -352,6 +454,16 @@ def _unique_times(da: xr.DataArray, path: Path) -> xr.DataArray:
 
 
 def _merge(fields: dict[str, xr.DataArray], path: Path) -> xr.Dataset:
+    varying = [da for n, da in fields.items() if n not in TIME_INVARIANT]
+    if varying:
+        # A land-sea mask stamped with another date than the data: keep it as (lat, lon).
+        axis = varying[0][_TIME].values
+        fields = {
+            n: da.isel({_TIME: 0}, drop=True)
+            if n in TIME_INVARIANT and not np.array_equal(da[_TIME].values, axis)
+            else da
+            for n, da in fields.items()
+        }
     try:
         ds = xr.merge(list(fields.values()), join="exact", combine_attrs="drop")
     except (ValueError, xr.MergeError) as exc:
