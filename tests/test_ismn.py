@@ -291,9 +291,7 @@ def test_depth_rule_prefers_5cm_and_falls_back_when_it_is_broken(ismn_dir, tmp_p
     reasons = dict(result.skipped)
     assert set(reasons) == {at5, deep, cosmic}
     assert "line 22: 11 fields" in reasons[at5]
-    assert reasons[deep] == (
-        "station FR-Aqui:fraye sensor C 0.2-0.2 m: depth outside 0..0.1 m"
-    )
+    assert reasons[deep] == ("station FR-Aqui:fraye sensor C 0.2-0.2 m: depth outside 0..0.1 m")
     assert "excluded sensor type ('cosmic'" in reasons[cosmic]
     wide = read_dir(tmp_path, Options(deepest=0.25, exclude_sensors=()))
     assert wide.sites.iloc[0]["sensor"] == "B"  # the 0-10 cm layer beats 20 cm
@@ -363,9 +361,54 @@ def test_source_local_and_read(ismn_dir: Path) -> None:
     assert result.data.sizes["site"] >= 1
     with pytest.raises(SourceError, match=r"no \.stm file"):
         source.local(dt.date(2013, 1, 1), ismn_dir / "docs")
+    with pytest.raises(SourceError, match=r"no download API.*sources\.options\.ismn\.archive"):
+        source.fetch(dt.date(2013, 1, 1), ismn_dir)
     assert source.latest_date(dt.date(2024, 1, 2)) == dt.date(2024, 1, 1)
     assert isinstance(source, Source) and source.version(dt.date(2020, 1, 1)) == "ISMN"
     with pytest.raises(ValidationError, match="shallowest < deepest"):
         Options(shallowest=0.1, deepest=0.05)
     with pytest.raises(ValidationError):
         Options(good_flag=("G",))
+
+
+def test_an_archive_is_read_like_from_and_left_out_sensors_are_listed(ismn_dir, tmp_path) -> None:
+    from gsm3_ops.cube import Cube
+    from gsm3_ops.grid import M09
+    from gsm3_ops.ops.ingest_other import ingest_insitu
+    from gsm3_ops.sources.insitu import default_regions
+
+    # A 5 cm station (CEOP format) beside two cosmic-ray probes (header+values, 0-0.19 and
+    # 0-0.21 m: deeper than the 0..0.1 m range, and an excluded sensor type).
+    archive = tmp_path / "download"
+    shutil.copytree(ismn_dir / "Data_seperate_files_header_20170810_20180809", archive / "hv")
+    shutil.copytree(ismn_dir / FRAYE, archive / "ceop" / "FR_Aqui" / "fraye")
+    source = IsmnSource(Options(archive=archive))
+    assert source.first_date() == dt.date(2013, 8, 13)  # fraye's first and last records
+    assert source.latest_date(dt.date(2030, 1, 1)) == dt.date(2020, 1, 1)
+    france = M09.window_from_bbox(-2.0, 43.5, 1.0, 45.5)
+    start, end = dt.date(2017, 8, 10), dt.date(2018, 8, 9)
+    cube = Cube.create(tmp_path / "cube.zarr", M09, france, start, end)
+
+    def ingest(src: IsmnSource, a: dt.date = start, b: dt.date = end):
+        return ingest_insitu(cube, src, a, b, M09, france, default_regions(),
+                             workdir=tmp_path / "raw")  # fmt: skip
+
+    out = ingest(source)
+    assert out.status == "complete" and out.n_sites == 1, out.error
+    assert {p.parent.name: why for p, why in out.skipped} == {
+        "ARM-1": "station COSMOS:ARM-1 sensor Cosmic-ray-Probe 0-0.19 m: depth outside 0..0.1 m",
+        "Barrow-ARM": "station COSMOS:Barrow-ARM sensor Cosmic-ray-Probe 0-0.21 m: depth outside "
+        "0..0.1 m",
+    }
+    # Opened to 25 cm and every sensor type, the probes are read, then left out as outside.
+    wide = ingest(IsmnSource(Options(archive=archive, deepest=0.25, exclude_sensors=())))
+    assert sorted(why for _, why in wide.skipped) == [
+        "ISMN:COSMOS:ARM-1 at lat 36.6054, lon -97.4878: outside the domain",
+        "ISMN:COSMOS:Barrow-ARM at lat 71.3298, lon -156.6287: outside the domain",
+    ]
+    # A window after the station's last record: listed with why, and the ingest fails.
+    late = ingest(source, dt.date(2020, 6, 1), dt.date(2020, 6, 30))
+    assert late.status == "failed" and "no site with valid data" in late.error
+    assert any(why == "station FR-Aqui:fraye: no valid day in 2020-06-01..2020-06-30 at any "
+               "sensor" for _, why in late.skipped)  # fmt: skip
+    assert not (tmp_path / "raw").exists()

@@ -415,3 +415,61 @@ def test_default_client_over_loopback_http(folder: Path, tmp_path: Path) -> None
             server.shutdown()
     assert granule.files[0].read_bytes() == (folder / SAMPLE).read_bytes()
     assert any("XX_Gone_1_N" in n and "HTTP 404" in n for n in granule.notes)
+
+
+# ------------------------------------------------------------------ a local archive
+
+
+def _archive(folder: Path, tmp_path: Path, stations: tuple[str, ...]) -> Path:
+    """A USCRN archive as NCEI lays it out: ``<year>/CRND0103-<year>-<station>.txt``."""
+    archive = tmp_path / "uscrn"
+    for year in (2019, 2020):
+        (archive / str(year)).mkdir(parents=True)
+        for station in stations:
+            name = f"CRND0103-{year}-{station}.txt"
+            shutil.copy(folder / str(year) / name, archive / str(year) / name)
+    return archive
+
+
+def test_an_archive_is_read_like_from_and_left_out_stations_are_listed(folder, tmp_path) -> None:
+    from gsm3_ops.cube import Cube
+    from gsm3_ops.grid import M09
+    from gsm3_ops.ops.ingest_other import ingest_insitu
+    from gsm3_ops.sources.insitu import default_regions
+
+    archive = _archive(folder, tmp_path, ("AL_Fairhope_3_NE", "WA_Quinault_4_NE"))
+    # Fairhope's 5 cm values of January 2020 made missing (-99.000), as NCEI writes a gap.
+    fairhope = archive / "2020" / "CRND0103-2020-AL_Fairhope_3_NE.txt"
+    at = COLUMNS.index("soil_moisture_5_daily")
+    lines = [line.split() for line in fairhope.read_text().splitlines()]
+    for fields in lines:
+        if fields[1] < "20200201":
+            fields[at] = "-99.000"
+    fairhope.write_text("".join(" ".join(fields) + "\n" for fields in lines))
+
+    source = UscrnSource(Options(archive=archive))
+    assert source.first_date() == dt.date(2019, 1, 1)
+    assert source.latest_date(dt.date(2030, 1, 1)) == dt.date(2020, 12, 31)
+    south_east = M09.window_from_bbox(-89.0, 30.0, -81.0, 35.5)
+    start, end = dt.date(2019, 12, 1), dt.date(2020, 1, 31)
+    cube = Cube.create(tmp_path / "cube.zarr", M09, south_east, start, end)
+    out = ingest_insitu(cube, source, start, end, M09, south_east, default_regions(),
+                        workdir=tmp_path / "raw")  # fmt: skip
+    assert out.status == "complete" and out.n_sites == 1, out.error
+    reasons = {(p.name, why) for p, why in out.skipped}
+    assert reasons == {
+        ("CRND0103-2019-WA_Quinault_4_NE.txt",
+         "USCRN:04237 at lat 47.5100, lon -123.8100: outside the domain"),
+        ("CRND0103-2020-WA_Quinault_4_NE.txt",
+         "USCRN:04237 at lat 47.5100, lon -123.8100: outside the domain"),
+        ("CRND0103-2020-AL_Fairhope_3_NE.txt",
+         "USCRN:63869: no valid SOIL_MOISTURE_5_DAILY value in 2019-12-01..2020-01-31 "
+         "(valid days 2020-02-01..2020-12-31)"),
+    }  # fmt: skip
+    back = cube.read_insitu(start, end).sel(site="USCRN:63869").to_series()
+    assert back[:"2019-12-31"].notna().sum() > 20 and back["2020-01-01":].isna().all()
+    assert not (tmp_path / "raw").exists()  # read from the archive, nothing fetched
+    # A year the archive lacks is listed; the outcome fails only when no year gave a station.
+    gone = ingest_insitu(cube, source, dt.date(2021, 1, 1), dt.date(2021, 1, 31), M09,
+                         south_east, default_regions(), workdir=tmp_path / "raw")  # fmt: skip
+    assert gone.status == "failed" and "no CRND0103-2021-*.txt file" in gone.error

@@ -4,7 +4,10 @@ The files themselves (``.stm`` formats, station static variables) are read by
 :mod:`gsm3_ops.sources.ismn_files`. Only values whose every flag is in ``good_flags``
 (default ``G``) are kept; the daily value is the mean over the UTC day of at least
 ``min_hours`` valid hours. Per station the sensor nearest 5 cm whose depth lies within
-``shallowest..deepest`` is used (see :func:`gsm3_ops.sources.insitu.depth_rank`).
+``shallowest..deepest`` is used (see :func:`gsm3_ops.sources.insitu.depth_rank`); every
+other soil-moisture sensor and every station without a valid day is listed in ``skipped``
+with the reason. ISMN has no download API: the files come from a local archive
+(``options.archive``) or ``ingest --from``.
 """
 
 from __future__ import annotations
