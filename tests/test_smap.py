@@ -42,9 +42,12 @@ def write_smap(
     pm_flag: np.ndarray | None = None,
     grid: EaseGrid | None = None,
     skip: tuple[str, ...] = (),
+    origin: tuple[int, int] = (0, 0),
 ) -> Path:
-    """An SPL3SMP-layout HDF5 file; NaN in ``am``/``pm`` becomes the -9999 fill."""
+    """An SPL3SMP-layout HDF5 file; NaN in ``am``/``pm`` becomes the -9999 fill. With an
+    ``origin``, a spatial subset whose first cell is that global (row, col)."""
     rows, cols = np.indices(am.shape)
+    rows, cols = rows + origin[0], cols + origin[1]
     if grid is not None:
         lon, lat = grid.rowcol_to_lonlat(rows, cols)
     with h5py.File(path, "w") as f:
@@ -256,7 +259,7 @@ def test_ingest_into_the_cube(file_9km: Path, tmp_path: Path) -> None:
     src = SmapSource(client=FakeEarthaccess({("SPL3SMP_E", "006"): [file_9km]}))
     outcome = ingest_source(cube, src, DAY, M09, domain, IngestOptions(tmp_path / "raw"))
     assert outcome.status == "complete", outcome.error
-    assert outcome.version == "SPL3SMP_E.006" and outcome.notes == ("crid:R19240_001",)
+    assert outcome.version == "SPL3SMP_E.006" and "crid:R19240_001" in outcome.notes
     stored = cube.read("smap", ["smap"], DAY, DAY)["smap"].values[0]
     np.testing.assert_allclose(stored[5:10], 0.25)
     assert np.isnan(stored[15]).all()
@@ -313,13 +316,14 @@ def test_all_fill_names_date_and_variable(tmp_path: Path) -> None:
         SmapSource().read(_granule(path))
 
 
-def test_window_without_retrievals_names_date(tmp_path: Path) -> None:
+def test_window_without_retrievals_is_an_empty_day(tmp_path: Path) -> None:
+    """No overpass over the window is normal: all NaN, which the cube notes as empty."""
     am = _empty(M36)
     am[1, 1] = 0.2
     src = SmapSource(OPTS_36)
     native = src.read(_granule(write_smap(tmp_path / FILE_36, am, _empty(M36))))
-    with pytest.raises(SourceError, match=r"smap on 2020-06-15: no valid retrieval in window"):
-        src.to_grid(native, M36, Window(100, 100, 5, 5))
+    out = src.to_grid(native, M36, Window(100, 100, 5, 5))["smap"]
+    assert out.shape == (1, 5, 5) and np.isnan(out.values).all()
 
 
 def test_credential_failure_recorded_without_secrets(
@@ -345,3 +349,120 @@ def test_credential_failure_recorded_without_secrets(
     for text in (outcome.error, recorded):
         assert token not in text and "smap-user-q9" not in text
     assert np.isnan(cube.read("smap", ["smap"], DAY, DAY)["smap"].values).all()
+
+
+# --- spatial subsets ----------------------------------------------------------------------------
+
+SUBSET_36 = "SMAP_L3_SM_P_20200615_R19240_001_subsetted.nc4"
+
+
+def test_real_coordinates_place_a_variable_subset(fixtures: Path, tmp_path: Path) -> None:
+    """A subset cut from the real SPL3SMP granule, with only soil moisture, flags and the
+    real latitude/longitude (-9999 where no retrieval, no _FillValue on the AM ones): placed
+    by its coordinates, it equals the whole file's window."""
+    rows, cols = slice(100, 130), slice(500, 540)
+    whole = {}
+    with h5py.File(fixtures / "smap_structure" / "SC_SPL3SMP_009_prefetch.nc4") as real:
+        sub = tmp_path / "2020.06.15" / SUBSET_36
+        sub.parent.mkdir()
+        with h5py.File(sub, "w") as f:
+            for group, suffix in (("Soil_Moisture_Retrieval_Data_AM", ""),
+                                  ("Soil_Moisture_Retrieval_Data_PM", "_pm")):  # fmt: skip
+                g = f.create_group(group)
+                for name in (f"latitude{suffix}", f"longitude{suffix}"):
+                    src_ds = real[f"{group}/{name}"]
+                    d = g.create_dataset(name, data=src_ds[rows, cols])
+                    d.attrs.update({k: v for k, v in src_ds.attrs.items() if k == "_FillValue"})
+                lat = real[f"{group}/latitude{suffix}"][()]
+                sm = np.where(lat != -9999.0, 0.1 + 0.3 * np.indices(lat.shape)[1] / 964, np.nan)
+                whole[group] = sm
+                g.create_dataset(
+                    f"soil_moisture{suffix}",
+                    data=np.nan_to_num(sm, nan=-9999.0)[rows, cols].astype("f4"),
+                )
+                g[f"soil_moisture{suffix}"].attrs["_FillValue"] = np.float32(-9999.0)
+                flag = np.where(np.isfinite(sm), 0, 65534)[rows, cols].astype("u2")
+                g.create_dataset(f"retrieval_qual_flag{suffix}", data=flag)
+    src = SmapSource(OPTS_36)
+    w = Window(95, 510, 30, 40)  # overlaps the subset (rows 100..129, columns 500..539)
+    got = src.to_grid(src.read(src.local(DAY, tmp_path)), M36, w)["smap"].values[0]
+    full = write_smap(tmp_path / FILE_36, *whole.values())
+    want = src.to_grid(src.read(_granule(full)), M36, w)["smap"].values[0]
+    np.testing.assert_array_equal(got[5:, :30], want[5:, :30])
+    assert np.isnan(got[:5]).all() and np.isfinite(got).sum() > 300  # rows above the subset
+    assert np.isnan(got[:, 30:]).all()  # columns right of it
+
+
+def test_subset_placed_by_its_ease_indices(tmp_path: Path) -> None:
+    am = np.full((6, 8), np.nan)
+    am[1:5, 2:7] = 0.3
+    pm = np.where(np.isfinite(am), 0.1, np.nan)
+    pm[2, 3] = np.nan
+    path = write_smap(tmp_path / SUBSET_36, am, pm, grid=M36, origin=(200, 300))
+    src = SmapSource(OPTS_36)
+    native = src.read(_granule(path))
+    out = src.to_grid(native, M36, Window(199, 299, 10, 10))["smap"].values[0]
+    expected = np.full((10, 10), np.nan)
+    expected[2:6, 3:8] = 0.2
+    expected[3, 4] = 0.3  # AM only
+    np.testing.assert_allclose(out, expected, rtol=1e-6, equal_nan=True)
+    with pytest.raises(SourceError, match=r"rows 200\.\.205, columns 300\.\.307 .* none of"):
+        src.to_grid(native, M36, Window(0, 0, 10, 10))
+
+
+def test_subset_of_another_grid_is_refused(tmp_path: Path) -> None:
+    """A 36 km subset on the 9 km grid: its coordinates are not one rectangle of cells; and
+    EASE indices that disagree with the latitude/longitude are refused."""
+    am = np.full((6, 8), 0.2)
+    path = write_smap(tmp_path / SUBSET_36, am, am, grid=M36, origin=(200, 300))
+    src = SmapSource(OPTS_36)
+    with pytest.raises(SourceError, match=rf"{path}: its latitude/longitude are not one rect"):
+        src.to_grid(src.read(_granule(path)), M09, Window(800, 1200, 30, 30))
+    with h5py.File(path, "a") as f:
+        for group, suffix in (("Soil_Moisture_Retrieval_Data_AM", ""),
+                              ("Soil_Moisture_Retrieval_Data_PM", "_pm")):  # fmt: skip
+            f[f"{group}/EASE_row_index{suffix}"][...] += 1
+    with pytest.raises(SourceError, match=r"indices put it at row 201, .* at row 200, column"):
+        src.to_grid(src.read(_granule(path)), M36, Window(200, 300, 6, 8))
+
+
+def test_subset_with_inconsistent_indices_is_corrupt(tmp_path: Path) -> None:
+    am = np.full((4, 4), 0.2)
+    path = write_smap(tmp_path / SUBSET_36, am, am, origin=(50, 60))
+    with h5py.File(path, "a") as f:
+        f["Soil_Moisture_Retrieval_Data_PM/EASE_column_index_pm"][2, 3] = 99
+    with pytest.raises(CorruptFileError, match=r"EASE_column_index_pm is 99 .* expected 63"):
+        SmapSource(OPTS_36).read(_granule(path))
+
+
+def test_subset_without_retrievals_is_an_empty_day(tmp_path: Path) -> None:
+    empty = np.full((4, 4), np.nan)
+    path = write_smap(tmp_path / SUBSET_36, empty, empty, grid=M36, origin=(50, 60))
+    src = SmapSource(OPTS_36)
+    out = src.to_grid(src.read(_granule(path)), M36, Window(50, 60, 4, 4))["smap"]
+    assert np.isnan(out.values).all()
+
+
+def test_archive_picks_the_newest_run_in_any_folder(tmp_path: Path) -> None:
+    """Whole files and subsets (a Harmony subset's name, with or without one variable's
+    name) in any sub-folder; the highest CRID and run of the day wins; side files and the
+    other product's granules are not this source's."""
+    names = {
+        "2020/SMAP_L3_SM_P_20200615_R18290_002.h5": 0.1,
+        "x/y/SMAP_L3_SM_P_20200615_R19240_001_subsetted.nc4": 0.2,
+        "SMAP_L3_SM_P_20200615_R19240_001_Soil_Moisture_Retrieval_Data_AM_soil_moisture"
+        "_subsetted.nc4": 0.3,
+        "SMAP_L3_SM_P_20200616_R19240_001_subsetted.nc4": 0.4,
+    }
+    for name, value in names.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        write_smap(tmp_path / name, np.full((4, 4), value), np.full((4, 4), value), origin=(5, 6))
+    (tmp_path / "SMAP_L3_SM_P_20200614_R19240_001.h5.dmrpp").write_text("sidecar")
+    (tmp_path / "SMAP_L3_SM_P_E_20200613_R19240_001.h5").write_text("the 9 km product")
+    src = SmapSource(OPTS_36.model_copy(update={"archive": tmp_path}))
+    assert (src.first_date(), src.latest_date(dt.date(2030, 1, 1))) == (DAY, dt.date(2020, 6, 16))
+    granule = src.local(DAY, tmp_path)
+    assert granule.notes == ("crid:R19240_001",) and granule.version == "SPL3SMP.009"
+    assert granule.files[0].name in {Path(n).name for n, v in names.items() if v in (0.2, 0.3)}
+    got = src.to_grid(src.read(granule), M36, Window(5, 6, 4, 4))["smap"].values
+    assert np.isin(got, np.float32([0.2, 0.3])).all()
