@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gsm3_ops.grid import M09
+from gsm3_ops.sources import imerg_files
 from gsm3_ops.sources.base import (
     CorruptFileError,
     DateNotServedError,
@@ -321,3 +322,126 @@ def test_credentials_never_reach_errors(
     with pytest.raises(SourceError, match="GPM_3IMERGDL 07 on 2020-01-01: download failed") as err:
         ImergSource(client=fake).fetch(DAY, tmp_path / "work")
     assert user not in str(err.value) and password not in str(err.value)
+
+
+# --- GES DISC names, subsets included -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "run", "version", "derived"),
+    [
+        ("3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V06.nc4", "DAY", "final", "06", False),
+        ("3B-DAY-E.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4", "DAY", "early", "07", False),
+        (
+            "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4.SUB.nc4",
+            "DAY",
+            "final",
+            "07",
+            True,
+        ),
+        ("3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V06.nc4.nc", "DAY", "final", "06", True),
+        (
+            "3B-HHR.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V06B.HDF5",
+            "HHR",
+            "final",
+            "06",
+            False,
+        ),
+        (
+            "3B-HHR-L.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V07B.RT-H5",
+            "HHR",
+            "late",
+            "07",
+            False,
+        ),
+        (
+            "3B-HHR.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V06B.HDF5.SUB.hdf5",
+            "HHR",
+            "final",
+            "06",
+            True,
+        ),
+        (
+            "3B-HHR-E.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V06B.HDF5.nc4",
+            "HHR",
+            "early",
+            "06",
+            True,
+        ),
+        (
+            "3B-HHR.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V06B.HDF5.dap.nc4",
+            "HHR",
+            "final",
+            "06",
+            True,
+        ),
+    ],
+)
+def test_ges_disc_names_are_recognised(name, kind, run, version, derived) -> None:
+    f = imerg_files.parse(Path("/a") / name)
+    assert f is not None
+    assert (f.kind, f.run, f.version, f.derived, f.day) == (kind, run, version, derived, DAY)
+    assert f.start_s == (0 if kind == "DAY" else 12 * 3600)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "3B-MO.MS.MRG.3IMERG.20200101-S000000-E235959.01.V07B.HDF5",  # a monthly total
+        "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4.xml",  # the granule's metadata
+        "3B-DAY.MS.MRG.3IMERG.20201301-S000000-E235959.V07B.nc4",  # no 13th month
+        "imerg_20200101.nc4",
+    ],
+)
+def test_other_names_are_not_imerg_days(name: str) -> None:
+    assert imerg_files.parse(Path(name)) is None
+
+
+def test_real_granule_under_subset_names_in_sub_folders(subset: Path, tmp_path: Path) -> None:
+    """The real V06B half-hour, named as the GES DISC subsetter and OPeNDAP name it, deep in an
+    rsync of GES DISC's folders: found, read, the known pixel right."""
+    stem = "3B-HHR.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V06B.HDF5"
+    folder = tmp_path / "GPM_L3" / "GPM_3IMERGHH.06" / "2020" / "001"
+    folder.mkdir(parents=True)
+    shutil.copyfile(subset, folder / f"{stem}.SUB.hdf5")
+    source = ImergSource(Options(min_coverage=1 / 48, archive=tmp_path))
+    granule = source.local(DAY, tmp_path)
+    assert granule.files == (folder / f"{stem}.SUB.hdf5",)
+    assert granule.version == "GPM_3IMERGHH.06"
+    assert source.first_date() == source.latest_date(dt.date(2030, 1, 1)) == DAY
+    da = source.read(granule)["precip_imerg"]
+    assert da.sel(PIXEL, method="nearest").item() == pytest.approx(PIXEL_RATE * 24, rel=1e-6)
+    # The original granule and a second subset of the same half hour: one file is read.
+    shutil.copyfile(subset, folder / stem)
+    shutil.copyfile(subset, tmp_path / f"{stem}.dap.nc4")
+    assert source.local(DAY, tmp_path).files == (folder / stem,)
+
+
+def test_configured_version_wins_over_another_on_disk(subset: Path, tmp_path: Path) -> None:
+    for name in [
+        "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V06.nc4",
+        "3B-DAY.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4",
+    ]:
+        shutil.copyfile(subset, tmp_path / name)
+    assert ImergSource().local(DAY, tmp_path).version == "GPM_3IMERGDF.07"
+    assert ImergSource(Options(version="06")).local(DAY, tmp_path).version == "GPM_3IMERGDF.06"
+
+
+def test_empty_archive_serves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("not IMERG")
+    source = ImergSource(Options(archive=tmp_path))
+    with pytest.raises(DateNotServedError, match=rf"archive {tmp_path} holds no complete day"):
+        source.latest_date(dt.date(2030, 1, 1))
+    with pytest.raises(DateNotServedError, match="does not exist"):
+        ImergSource(Options(archive=tmp_path / "nowhere")).first_date()
+
+
+def test_daily_time_in_days_since_an_epoch(tmp_path: Path) -> None:
+    lat, lon = np.array([0.05, 0.15]), np.array([0.05, 0.15, 0.25])
+    f = _daily_file(tmp_path / "x.nc4", np.full((2, 3), 3.0), lat, lon)
+    with netCDF4.Dataset(f, "a") as nc:
+        days = (DAY - dt.date(1970, 1, 1)).days
+        nc["time"].units = nc["time_bnds"].units = "days since 1970-01-01 00:00:00Z"
+        nc["time"][:] = [days]
+        nc["time_bnds"][:] = [[days, days + 1]]
+    np.testing.assert_allclose(ImergSource().read(_granule((f,)))["precip_imerg"].values, 3.0)

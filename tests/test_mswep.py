@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
@@ -100,7 +101,9 @@ def test_fetch_runs_rclone_copyto_exactly(tmp_path):
     da = native["precip_mswep"]
     assert da.dims == ("time", "lat", "lon") and da.dtype == np.float32
     assert da.attrs["units"] == "mm day-1"
-    np.testing.assert_array_equal(da.values[0], values)
+    # GloH2O's rows run north to south; the reader hands them on south to north.
+    np.testing.assert_array_equal(da["lat"].values, LAT[::-1])
+    np.testing.assert_array_equal(da.values[0], values[::-1])
     np.testing.assert_array_equal(da["time"].values, [np.datetime64("2021-02-03")])
 
 
@@ -256,3 +259,64 @@ def test_nrt_version_raises_the_provisional_flag():
     markers = QualityFlagConfig().provisional_versions
     assert is_provisional("MSWEP-2.8-NRT", markers)
     assert not is_provisional("MSWEP-2.8-Past", markers)
+
+
+# --- GloH2O's names and folders in an archive -----------------------------------------------
+
+
+def test_daily_and_three_hourly_names_only():
+    from gsm3_ops.sources.mswep_files import day_of
+
+    assert day_of("2021034.nc") == (DAY, None)
+    assert day_of("2021034.21.nc") == (DAY, 21)
+    assert day_of("2020366.nc") == (dt.date(2020, 12, 31), None)
+    for name in ("202102.nc", "2021366.nc", "2021034.04.nc", "2021034.nc4", "x2021034.nc"):
+        assert day_of(name) is None, name  # monthly, no 366th day, not a 3-hourly start
+
+
+def test_archive_any_depth_products_from_folders(tmp_path):
+    deep = tmp_path / "mirror" / "MSWEP_V280"
+    write_mswep(deep / "Past_nogauge" / "Daily" / "2021034.nc", DAY)
+    write_mswep(deep / "NRT" / "Daily" / "2021035.nc", DAY + dt.timedelta(days=1))
+    write_mswep(deep / "Past" / "Monthly" / "202102.nc", DAY)  # a month total: never a day
+    auto = mswep.MswepSource(mswep.MswepOptions(archive=tmp_path))
+    assert auto.first_date() == auto.latest_date(dt.date(2030, 1, 1)) == DAY + dt.timedelta(days=1)
+    assert auto.local(DAY + dt.timedelta(days=1), tmp_path).version == "MSWEP-2.8-NRT"
+    with pytest.raises(DateNotServedError, match=r"2021034\.nc for 2021-02-03 in the archive"):
+        auto.local(DAY, tmp_path)  # Past_nogauge only when configured
+    nogauge = mswep.MswepSource(mswep.MswepOptions(archive=tmp_path, product="Past_nogauge"))
+    assert nogauge.local(DAY, tmp_path).version == "MSWEP-2.8-Past_nogauge"
+    assert nogauge.first_date() == nogauge.latest_date(dt.date(2030, 1, 1)) == DAY
+
+
+def test_three_hourly_day_is_the_sum_and_needs_all_eight(tmp_path):
+    folder = tmp_path / "NRT" / "3hourly"
+    parts = []
+    for hour in range(0, 24, 3):
+        path = folder / f"2021034.{hour:02d}.nc"
+        stamp = dt.datetime(2021, 2, 3, hour)
+        parts.append(write_mswep(path, DAY, units="mm/3h"))
+        with netCDF4.Dataset(path, "a") as nc:  # the interval's start, not midnight
+            nc["time"][:] = netCDF4.date2num(stamp, nc["time"].units, nc["time"].calendar)
+    source = mswep.MswepSource(mswep.MswepOptions(product="NRT"))
+    granule = source.local(DAY, tmp_path)
+    assert granule.version == "MSWEP-2.8-NRT" and len(granule.files) == 8
+    native = source.read(granule)["precip_mswep"]
+    np.testing.assert_allclose(native.values[0], sum(parts)[::-1], rtol=1e-6)
+    (folder / "2021034.09.nc").unlink()
+    with pytest.raises(DateNotServedError, match="eight 3-hourly"):
+        source.local(DAY, tmp_path)
+    wrong = Granule("mswep", DAY, tuple(sorted(folder.glob("*.nc"))), "MSWEP-2.8-NRT")
+    with pytest.raises(SourceError, match=r"the eight 3-hourly files of the day, got 2021034\.00"):
+        source.read(wrong)
+
+
+def test_three_hourly_units_are_checked(tmp_path):
+    folder = tmp_path / "3hourly"
+    for hour in range(0, 24, 3):
+        write_mswep(folder / f"2021034.{hour:02d}.nc", DAY, units="mm/d")
+    source = mswep.MswepSource()
+    with pytest.raises(
+        SourceError, match=r"2021034.00.nc: precipitation in 'mm/d', expected mm/3h"
+    ):
+        source.read(source.local(DAY, tmp_path))

@@ -10,6 +10,10 @@ and half-hourly ones (``/Grid/precipitation`` or ``/Grid/precipitationCal`` in m
 arrays are ordered (time, lon, lat); dims are matched by name, never by position. A
 half-hourly day is the mean of the valid rates over the UTC day times 24 h (the daily
 product's own rule), and needs the half hours to cover ``min_coverage`` of the day.
+
+A local archive (``archive``, or ``ingest --from``) holds the files under GES DISC's names,
+subsets included, in any sub-folder (``imerg_files.py``); with ``archive`` set, the dates
+served are the days it holds complete.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import netCDF4
 import numpy as np
@@ -27,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.regrid import latlon_to_ease
+from gsm3_ops.sources.archive import ArchiveIndex
 from gsm3_ops.sources.base import (
     CorruptFileError,
     DateNotServedError,
@@ -35,8 +40,7 @@ from gsm3_ops.sources.base import (
     SourceError,
 )
 from gsm3_ops.sources.earthdata import GLOBAL_BBOX, Bbox, Earthdata, pick_files, utc_today
-
-Run = Literal["final", "late", "early"]
+from gsm3_ops.sources.imerg_files import EXAMPLE, Run, choose, complete_days, parse, span_of
 
 NAME = "imerg"
 VARIABLE = "precip_imerg"
@@ -50,14 +54,6 @@ HALF_HOURLY_SHORT_NAMES: dict[str, str] = {
     "late": "GPM_3IMERGHHL",
     "early": "GPM_3IMERGHHE",
 }
-_RUN_OF_SUFFIX = {"": "final", "-L": "late", "-E": "early"}
-# 3B-DAY-L.MS.MRG.3IMERG.20200101-S000000-E235959.V07B.nc4
-# 3B-HHR.MS.MRG.3IMERG.20200101-S120000-E122959.0720.V06B.HDF5
-FILE_NAME = re.compile(
-    r"^3B-(?P<kind>DAY|HHR)(?P<run>-[EL])?\.MS\.MRG\.3IMERG\.(?P<date>\d{8})-S\d{6}-E\d{6}"
-    r"\.(?:\d{4}\.)?V(?P<version>\d{2})[A-Z]?\.(?:nc4|nc|HDF5|h5)$",
-    re.IGNORECASE,
-)
 SUFFIXES = (".nc4", ".nc", ".hdf5", ".h5")
 _HALF_HOUR_UNITS = ("mm/hr", "mm/h", "mm hr-1", "mm h-1")
 _DAILY_UNITS = ("mm/day", "mm/d", "mm day-1", "mm")
@@ -93,17 +89,29 @@ class ImergSource:
     def __init__(self, options: Options | None = None, client: Any = None) -> None:
         self.options = options or Options()
         self.earthdata = Earthdata(client)
+        self._indexes: dict[Path, ArchiveIndex] = {}
 
     def first_date(self) -> dt.date:
-        """The first day of the IMERG V07 record."""
+        """The first day of the IMERG V07 record, or of the configured archive."""
+        if self.options.archive is not None:
+            return self._archive_days()[0]
         return self.options.first_date
 
     def latest_date(self, today: dt.date) -> dt.date:
-        """The latest day the fastest configured run has as of ``today`` (UTC)."""
+        """The latest day the fastest configured run has as of ``today`` (UTC), or the
+        latest day the configured archive holds complete."""
+        if self.options.archive is not None:
+            return min(self._archive_days()[-1], today)
         return today - dt.timedelta(days=min(self._latency(r) for r in self.options.runs))
 
     def version(self, day: dt.date) -> str:
-        """The run expected to fill ``day`` today: the first in ``runs`` whose latency passed."""
+        """The run that fills ``day``: the archive's best run for it when an archive is
+        configured and holds it, else the first in ``runs`` whose latency has passed."""
+        if self.options.archive is not None:
+            try:
+                return self.local(day, self.options.archive).version
+            except SourceError:
+                pass  # not in the archive (yet): what a fetch would be expected to find
         age = (utc_today() - day).days
         run = next((r for r in self.options.runs if age >= self._latency(r)), self.options.runs[-1])
         return f"{DAILY_SHORT_NAMES[run]}.{self.options.version}"
@@ -135,32 +143,21 @@ class ImergSource:
         )
 
     def local(self, day: dt.date, directory: Path) -> Granule:
-        """The day's IMERG files under ``directory`` (daily, else half-hourly), best run first."""
-        found: dict[tuple[str, str], list[Path]] = {}
-        versions: dict[tuple[str, str], set[str]] = {}
-        for path in sorted(Path(directory).rglob("3B-*")):
-            m = FILE_NAME.match(path.name)
-            if not m or m["date"] != f"{day:%Y%m%d}" or not path.is_file():
-                continue
-            key = (_RUN_OF_SUFFIX[(m["run"] or "").upper()], m["kind"].upper())
-            found.setdefault(key, []).append(path)
-            versions.setdefault(key, set()).add(m["version"])
-        for i, run in enumerate(self.options.runs):
-            for kind, shorts in (("DAY", DAILY_SHORT_NAMES), ("HHR", HALF_HOURLY_SHORT_NAMES)):
-                if (run, kind) in found:
-                    vers = versions[(run, kind)]
-                    if len(vers) > 1:
-                        raise SourceError(
-                            f"IMERG {run} files for {day.isoformat()} under {directory} mix "
-                            f"versions {sorted(vers)}; keep one version"
-                        )
-                    version = f"{shorts[run]}.{vers.pop()}"
-                    notes = _run_notes(run, self.options.runs[:i])
-                    return Granule(NAME, day, tuple(found[(run, kind)]), version, notes)
-        raise DateNotServedError(
-            f"no IMERG file for {day.isoformat()} under {directory} "
-            "(expected names like 3B-DAY.MS.MRG.3IMERG.YYYYMMDD-S000000-E235959.V07B.nc4)"
-        )
+        """The day's IMERG files anywhere under ``directory``, under GES DISC's names
+        (``imerg_files.py``): the best run with a complete set (a daily file, else the day's
+        half-hourly files), the configured version first."""
+        found = [f for p in self._index(directory).files_for(day) if (f := parse(p))]
+        o = self.options
+        pick, incomplete = choose(found, day, o.runs, o.version, o.min_coverage)
+        if pick is None:
+            held = f"; incomplete: {', '.join(incomplete)} half hours" if incomplete else ""
+            raise DateNotServedError(
+                f"imerg: no complete set of IMERG files for {day.isoformat()} in the archive "
+                f"{directory} (runs {', '.join(o.runs)}; names like {EXAMPLE}){held}"
+            )
+        shorts = DAILY_SHORT_NAMES if pick.kind == "DAY" else HALF_HOURLY_SHORT_NAMES
+        notes = _run_notes(pick.run, pick.skipped)
+        return Granule(NAME, day, pick.files, f"{shorts[pick.run]}.{pick.version}", notes)
 
     def read(self, granule: Granule) -> xr.Dataset:
         """The day's precipitation on the native 0.1 degree grid, (time=1, lat, lon), mm/day."""
@@ -177,6 +174,25 @@ class ImergSource:
             )
         da.attrs = {"units": "mm day-1", "long_name": "GPM IMERG precipitation"}
         return xr.Dataset({VARIABLE: da})
+
+    def _index(self, directory: Path) -> ArchiveIndex:
+        """The archive index of ``directory``, kept for the life of the source."""
+        key = Path(directory)
+        if key not in self._indexes:
+            self._indexes[key] = ArchiveIndex(key, NAME, span_of)
+        return self._indexes[key]
+
+    def _archive_days(self) -> list[dt.date]:
+        """The days the configured archive holds complete, sorted; an error when none."""
+        archive = Path(self.options.archive)
+        files = [f for p in self._index(archive).spans() if (f := parse(p))]
+        days = complete_days(files, self.options.runs, self.options.min_coverage)
+        if not days:
+            raise DateNotServedError(
+                f"imerg: the archive {archive} holds no complete day of IMERG files "
+                f"(runs {', '.join(self.options.runs)}; names like {EXAMPLE})"
+            )
+        return days
 
     def _latency(self, run: Run) -> int:
         return self.options.latency_days.get(run, 1)
@@ -293,15 +309,16 @@ def _time_bounds(group: Any, path: Path, n: int) -> tuple[np.ndarray, np.ndarray
     """Interval starts and ends in seconds since 1970-01-01 UTC.
 
     The ``calendar = "julian"`` attribute IMERG carries is ignored: the times are plain
-    seconds on the Gregorian calendar (V07 counts from 1980-01-06, V06 from 1970-01-01).
+    seconds on the Gregorian calendar (V07 counts from 1980-01-06, V06 from 1970-01-01);
+    other units since an epoch (``days since``) are scaled to seconds.
     """
     if "time" not in group.variables:
         raise CorruptFileError(f"{path}: no time variable")
     var = group.variables["time"]
-    epoch = _epoch(str(getattr(var, "units", "")), path)
-    t = np.asarray(var[:], dtype=np.float64).ravel()
+    scale, epoch = _epoch(str(getattr(var, "units", "")), path)
+    t = np.asarray(var[:], dtype=np.float64).ravel() * scale
     if "time_bnds" in group.variables:
-        b = np.asarray(group.variables["time_bnds"][:], dtype=np.float64).reshape(-1, 2)
+        b = np.asarray(group.variables["time_bnds"][:], dtype=np.float64).reshape(-1, 2) * scale
         start, end = b[:, 0], b[:, 1]
     else:  # without bounds, a half-hourly time is the start of its half hour
         start, end = t, t + 1800.0
@@ -310,12 +327,19 @@ def _time_bounds(group: Any, path: Path, n: int) -> tuple[np.ndarray, np.ndarray
     return start + epoch, end + epoch
 
 
-def _epoch(units: str, path: Path) -> float:
-    m = re.match(r"\s*seconds since (\d{4}-\d{2}-\d{2})[ T]?(\d{2}:\d{2}:\d{2})?", units)
+_SECONDS_PER = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
+
+
+def _epoch(units: str, path: Path) -> tuple[float, float]:
+    """(seconds per unit, epoch in seconds since 1970) of ``<unit> since <date> [time]``."""
+    m = re.match(
+        r"\s*(seconds|minutes|hours|days) since (\d{4}-\d{2}-\d{2})[ T]?(\d{2}:\d{2}:\d{2})?",
+        units,
+    )
     if not m:
-        raise CorruptFileError(f"{path}: time units {units!r}, expected 'seconds since ...'")
-    stamp = dt.datetime.fromisoformat(f"{m[1]}T{m[2] or '00:00:00'}").replace(tzinfo=dt.UTC)
-    return stamp.timestamp()
+        raise CorruptFileError(f"{path}: time units {units!r}, expected '<unit> since <date>'")
+    stamp = dt.datetime.fromisoformat(f"{m[2]}T{m[3] or '00:00:00'}").replace(tzinfo=dt.UTC)
+    return _SECONDS_PER[m[1]], stamp.timestamp()
 
 
 def _day_seconds(day: dt.date) -> tuple[float, float]:

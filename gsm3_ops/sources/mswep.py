@@ -1,7 +1,8 @@
 """MSWEP daily precipitation (``precip_mswep``): 0.1 degree netCDF files from GloH2O.
 
 MSWEP V2.8 is distributed by GloH2O (free for non-commercial use, on request) as one file per
-day, ``YYYYDDD.nc`` (day of year), variable ``precipitation`` in mm/day, dims (time, lat, lon).
+day, ``YYYYDDD.nc`` (day of year), variable ``precipitation`` in mm/day, dims (time, lat, lon);
+3-hourly files ``YYYYDDD.HH.nc`` (mm/3h) are read too, eight of them summed to the day.
 The distribution has two products in sibling folders, ``Past/Daily`` (gauge-corrected
 history, months behind) and ``NRT/Daily`` (near real time, hours behind); ``Past_nogauge``
 also exists. The files come from a local mirror (``directory``) or an rclone remote
@@ -9,6 +10,8 @@ also exists. The files come from a local mirror (``directory``) or an rclone rem
 
 With ``product="auto"`` (the default) Past is preferred where it exists and NRT fills the
 recent days; the product found is the version recorded for the day (``MSWEP-2.8-NRT``).
+A local archive (``archive``, or ``ingest --from``) is searched in every sub-folder
+(``mswep_files.py``); with ``archive`` set, the dates served are the days it holds complete.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import netCDF4
 import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +32,8 @@ from gsm3_ops import variables as registry
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.regrid import latlon_to_ease
 from gsm3_ops.secrets import redact
+from gsm3_ops.sources import mswep_files
+from gsm3_ops.sources.archive import ArchiveIndex
 from gsm3_ops.sources.base import (
     CorruptFileError,
     DateNotServedError,
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 Product = Literal["Past", "Past_nogauge", "NRT"]
 VARIABLE = "precipitation"
 UNITS = frozenset({"mm/d", "mm/day", "mm d-1", "mm day-1", "mm d**-1", "mm"})
+UNITS_3H = frozenset({"mm/3h", "mm/3hr", "mm 3h-1", "mm (3h)-1", "mm"})
 # rclone exit codes for a source that does not exist: 3 directory, 4 file not found.
 RCLONE_NOT_FOUND = frozenset({3, 4})
 
@@ -94,21 +101,33 @@ class MswepSource:
     def __init__(self, options: MswepOptions | None = None, client: Runner | None = None) -> None:
         self.options = options or MswepOptions()
         self._run = client or self._subprocess
+        self._indexes: dict[Path, ArchiveIndex] = {}
 
     # -- dates and versions --------------------------------------------------------------------
 
     def first_date(self) -> dt.date:
-        """The first day of MSWEP (1979-01-01)."""
+        """The first day of MSWEP (1979-01-01), or of the configured archive."""
+        if self.options.archive is not None:
+            return self._archive_days()[0]
         return self.FIRST
 
     def latest_date(self, today: dt.date) -> dt.date:
-        """The last day the configured product has as of ``today``."""
+        """The last day the configured product has as of ``today``, or the last day the
+        configured archive holds complete."""
+        if self.options.archive is not None:
+            return min(self._archive_days()[-1], today)
         if self.options.product in ("Past", "Past_nogauge"):
             return today - dt.timedelta(days=self.options.past_latency_days)
         return today - dt.timedelta(days=self.options.nrt_latency_days)
 
     def version(self, day: dt.date) -> str:
-        """``MSWEP-<version>-<product>`` expected for ``day`` (Past while old enough)."""
+        """``MSWEP-<version>-<product>`` for ``day``: what the configured archive holds, else
+        what is expected (Past while old enough)."""
+        if self.options.archive is not None:
+            try:
+                return self.local(day, self.options.archive).version
+            except SourceError:
+                pass  # not in the archive (yet): what a fetch would be expected to find
         return self._label(self._products(day, _utc_today())[0])
 
     def _products(self, day: dt.date, today: dt.date) -> list[Product]:
@@ -153,27 +172,50 @@ class MswepSource:
         raise DateNotServedError(f"mswep: no file for {day.isoformat()} at {', '.join(tried)}")
 
     def local(self, day: dt.date, directory: Path) -> Granule:
-        """``day``'s file under ``directory``: ``<product>/Daily/YYYYDDD.nc`` or flat.
+        """``day``'s file(s) anywhere under ``directory``, in GloH2O's names (``mswep_files``):
+        ``YYYYDDD.nc``, else the day's eight ``YYYYDDD.HH.nc``.
 
-        The folder it is found in says NRT or Past; a flat folder takes the configured
-        product (with ``auto`` the product is unknown and the granule says so).
+        The folder a file is in says Past or NRT (``Past/Daily/``); the configured product
+        order decides between them. A file in no such folder takes the configured product
+        (with ``auto`` the product is unknown and the granule says so).
         """
         directory = Path(directory)
-        name = file_name(day)
-        for product in self._products(day, _utc_today()):
-            path = directory / product / "Daily" / name
-            if path.is_file():
-                return Granule(self.name, day, (path,), self._label(product))
-        flat = directory / name
-        if flat.is_file():
-            if self.options.product != "auto":
-                return Granule(self.name, day, (flat,), self._label(self.options.product))
-            note = "NRT or Past unknown: the file is not in a Past/ or NRT/ folder"
-            return Granule(self.name, day, (flat,), f"MSWEP-{self.options.version}", (note,))
-        raise DateNotServedError(
-            f"mswep: no {name} for {day.isoformat()} in {directory} (looked in <product>/Daily/ "
-            "and the folder itself)"
-        )
+        found = self._index(directory).files_for(day)
+        files = [f for p in found if (f := mswep_files.parse(p, directory))]
+        pick = mswep_files.choose(files, day, [*self._products(day, _utc_today()), None])
+        if pick is None:
+            raise DateNotServedError(
+                f"mswep: no {file_name(day)} for {day.isoformat()} in the archive {directory} "
+                "(nor the day's eight 3-hourly YYYYDDD.HH.nc; any sub-folder was searched)"
+            )
+        product, paths = pick
+        if product is not None:
+            return Granule(self.name, day, paths, self._label(product))
+        if self.options.product != "auto":
+            return Granule(self.name, day, paths, self._label(self.options.product))
+        note = "NRT or Past unknown: the file is not in a Past/ or NRT/ folder"
+        return Granule(self.name, day, paths, f"MSWEP-{self.options.version}", (note,))
+
+    def _index(self, directory: Path) -> ArchiveIndex:
+        """The archive index of ``directory``, kept for the life of the source."""
+        key = Path(directory)
+        if key not in self._indexes:
+            self._indexes[key] = ArchiveIndex(key, self.name, mswep_files.span_of)
+        return self._indexes[key]
+
+    def _archive_days(self) -> list[dt.date]:
+        """The days the configured archive holds complete, sorted; an error when none."""
+        root = Path(self.options.archive)
+        files = [f for p in self._index(root).spans() if (f := mswep_files.parse(p, root))]
+        auto = self.options.product == "auto"
+        wanted = ["Past", "NRT"] if auto else [self.options.product]  # as ``_products``
+        days = mswep_files.complete_days(files, [*wanted, None])
+        if not days:
+            raise DateNotServedError(
+                f"mswep: the archive {root} holds no complete day of MSWEP files "
+                "(YYYYDDD.nc, or eight YYYYDDD.HH.nc)"
+            )
+        return days
 
     def _copy(self, cmd: list[str], target: Path, day: dt.date) -> bool:
         """Run one rclone copy; False when the remote has no such file."""
@@ -209,45 +251,47 @@ class MswepSource:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, granule: Granule) -> xr.Dataset:
-        """The day's precipitation (mm day-1) on the native 0.1 degree grid, dims (time, lat, lon).
+        """The day's precipitation (mm day-1) on the native 0.1 degree grid, dims (time, lat, lon)
+        with latitudes ascending: the daily file's field, or the sum of the day's eight 3-hourly
+        files.
 
         Raises
         ------
         CorruptFileError, MissingVariableError, SourceError
             Unreadable file; no ``precipitation``; the day absent from the file, units other
-            than mm/day, or no valid value at all.
+            than mm/day (mm/3h for 3-hourly files), files on different grids, or no valid
+            value at all.
         """
-        path = granule.files[0]
         day = granule.day
-        try:
-            ds = xr.open_dataset(path, engine="netcdf4")
-        except Exception as exc:  # netCDF4 raises OSError, RuntimeError, ValueError
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise CorruptFileError(
-                f"{path}: unreadable netCDF ({type(exc).__name__}: {first})"
-            ) from None
-        with ds:
-            if VARIABLE not in ds.data_vars:
-                held = ", ".join(sorted(map(str, ds.data_vars))) or "nothing"
-                raise MissingVariableError(f"{path}: no variable {VARIABLE!r}; it holds {held}")
-            da = ds[VARIABLE]
-            units = str(da.attrs.get("units", "mm/d")).strip()
-            if units not in UNITS:
-                raise SourceError(f"{path}: {VARIABLE} in {units!r}, expected mm/day")
-            da = _one_day(da, day, path)
-            try:
-                values = np.asarray(da.values, dtype=np.float32)
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise CorruptFileError(f"{path}: cannot read {VARIABLE} ({exc})") from None
-            lat = np.asarray(da["lat"].values, np.float64)
-            lon = np.asarray(da["lon"].values, np.float64)
+        paths = [Path(p) for p in granule.files]
+        if len(paths) > 1 or mswep_files.is_three_hourly(paths[0]):
+            if len(paths) != len(mswep_files.THREE_HOURS) or not all(
+                mswep_files.is_three_hourly(p) for p in paths
+            ):
+                names = ", ".join(p.name for p in paths)
+                raise SourceError(
+                    f"mswep {day.isoformat()}: expected one daily file or the eight 3-hourly "
+                    f"files of the day, got {names}"
+                )
+            parts = [_read_field(p, day, UNITS_3H, "mm/3h") for p in paths]
+            values, lat, lon = parts[0]
+            for p, (v, la, lo) in zip(paths[1:], parts[1:], strict=True):
+                if v.shape != values.shape or not (np.allclose(la, lat) and np.allclose(lo, lon)):
+                    raise SourceError(f"{p}: on another grid than {paths[0]}")
+                values = values + v
+            where = f"{paths[0].parent}/{paths[0].name[:7]}.HH.nc"
+        else:
+            values, lat, lon = _read_field(paths[0], day, UNITS, "mm/day")
+            where = str(paths[0])
         if not np.isfinite(values).any():
             raise SourceError(
-                f"{path}: {VARIABLE} on {day.isoformat()} has no valid value (all NaN)"
+                f"{where}: {VARIABLE} on {day.isoformat()} has no valid value (all NaN)"
             )
+        if lat.size > 1 and lat[0] > lat[-1]:  # GloH2O's north-to-south rows, made ascending
+            values, lat = values[::-1], lat[::-1]
         var = registry.get("precip_mswep")
         out = xr.DataArray(
-            values[np.newaxis],
+            values[np.newaxis].astype(np.float32),
             dims=("time", "lat", "lon"),
             coords={
                 "time": [np.datetime64(day.isoformat(), "ns")],
@@ -265,24 +309,81 @@ class MswepSource:
         return xr.Dataset({"precip_mswep": da.transpose("time", "y", "x")})
 
 
-def _one_day(da: xr.DataArray, day: dt.date, path: Path) -> xr.DataArray:
-    """``da`` on ``day`` as (lat, lon): the file's time step that falls in that UTC day."""
-    da = da.rename(
-        {k: v for k, v in {"latitude": "lat", "longitude": "lon"}.items() if k in da.dims}
+def _read_field(
+    path: Path, day: dt.date, units_ok: frozenset[str], expected: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values (lat, lon), lat, lon) of ``day`` in one MSWEP file, its units checked.
+
+    netCDF4 directly rather than xarray: a day's file opens in half the time, which a
+    backfill of years pays once a day.
+    """
+    try:
+        nc = netCDF4.Dataset(path)
+    except Exception as exc:  # netCDF4 raises OSError, RuntimeError, ValueError
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CorruptFileError(
+            f"{path}: unreadable netCDF ({type(exc).__name__}: {first})"
+        ) from None
+    try:
+        with nc:
+            return _field_of(nc, path, day, units_ok, expected)
+    except SourceError:
+        raise
+    except (OSError, RuntimeError, ValueError, IndexError) as exc:
+        raise CorruptFileError(f"{path}: cannot read {VARIABLE} ({exc})") from None
+
+
+def _field_of(
+    nc: netCDF4.Dataset, path: Path, day: dt.date, units_ok: frozenset[str], expected: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if VARIABLE not in nc.variables:
+        data = sorted(n for n in nc.variables if n not in nc.dimensions)
+        raise MissingVariableError(
+            f"{path}: no variable {VARIABLE!r}; it holds {', '.join(data) or 'nothing'}"
+        )
+    var = nc.variables[VARIABLE]
+    units = str(getattr(var, "units", "mm/d")).strip()
+    if units not in units_ok:
+        raise SourceError(f"{path}: {VARIABLE} in {units!r}, expected {expected}")
+    dims = [_DIM_NAMES.get(d, d) for d in var.dimensions]
+    if not {"lat", "lon"} <= set(dims) or not set(dims) <= {"time", "lat", "lon"}:
+        raise CorruptFileError(f"{path}: {VARIABLE} dims {tuple(dims)}, expected (time, lat, lon)")
+    index: list[int | slice] = [slice(None)] * len(dims)
+    if "time" in dims:
+        index[dims.index("time")] = _time_step(nc, path, day)
+    raw = np.ma.filled(np.ma.asarray(var[tuple(index)], dtype=np.float32), np.nan)
+    kept = [d for d in dims if d != "time"]
+    values = np.transpose(raw, [kept.index("lat"), kept.index("lon")])
+    names = {_DIM_NAMES.get(d, d): d for d in var.dimensions}
+    lat = np.asarray(nc.variables[names["lat"]][:], np.float64)
+    lon = np.asarray(nc.variables[names["lon"]][:], np.float64)
+    return values, lat, lon
+
+
+_DIM_NAMES = {"latitude": "lat", "longitude": "lon"}
+
+
+def _time_step(nc: netCDF4.Dataset, path: Path, day: dt.date) -> int:
+    """The index of the file's one time step that falls in ``day`` (UTC)."""
+    tvar = nc.variables.get("time")
+    if tvar is None:
+        raise CorruptFileError(f"{path}: {VARIABLE} has a time dimension but no time variable")
+    calendar = str(getattr(tvar, "calendar", "standard"))
+    stamps = netCDF4.num2date(
+        np.ma.filled(np.ma.asarray(tvar[:], dtype=np.float64), np.nan).ravel(),
+        str(getattr(tvar, "units", "")),
+        calendar,
+        only_use_cftime_datetimes=False,
     )
-    if not {"lat", "lon"} <= set(da.dims):
-        raise CorruptFileError(f"{path}: {VARIABLE} dims {da.dims}, expected (time, lat, lon)")
-    if "time" in da.dims:
-        times = np.asarray(da["time"].values).astype("datetime64[D]")
-        hits = np.flatnonzero(times == np.datetime64(day.isoformat(), "D"))
-        if hits.size != 1:
-            found = ", ".join(str(t) for t in times[:3]) or "none"
-            raise SourceError(
-                f"{path}: {VARIABLE} has {hits.size} time steps on {day.isoformat()} "
-                f"(file times: {found})"
-            )
-        da = da.isel(time=int(hits[0]))
-    return da.transpose("lat", "lon")
+    days = [dt.date(t.year, t.month, t.day) for t in stamps]
+    hits = [i for i, d in enumerate(days) if d == day]
+    if len(hits) != 1:
+        found = ", ".join(str(t) for t in stamps[:3]) or "none"
+        raise SourceError(
+            f"{path}: {VARIABLE} has {len(hits)} time steps on {day.isoformat()} "
+            f"(file times: {found})"
+        )
+    return hits[0]
 
 
 def _text(value: Any) -> str:
