@@ -495,7 +495,9 @@ def test_era5_land_to_grid_methods_and_registry_checks(tmp_path, monkeypatch):
     real = era5.latlon_to_ease
 
     def spy(da, grid, window, method):
-        used[da.name] = method
+        # The variables of one method are regridded as one stack (one set of weights).
+        for name in da["variable"].values if "variable" in da.dims else [da.name]:
+            used[str(name)] = method
         return real(da, grid, window, method)
 
     monkeypatch.setattr(era5, "latlon_to_ease", spy)
@@ -792,3 +794,120 @@ def test_zip_wrapped_downloads_are_unwrapped(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(CorruptFileError, match=r"bad.zip: cannot unpack"):
         grib.unwrap_zip(bad, tmp_path / "out.nc")
+
+
+# --- archives of CDS downloads (issue 15 findings) ------------------------------------------
+
+
+def _daily_stats_zip(path: Path, first: dt.date, days: int, shift: int = 0) -> Path:
+    """The CDS daily-statistics app's zip: one netCDF per variable, ``history`` ending with
+    its ``daily_reduce`` line (``time_shift`` in hours: the requested time zone)."""
+    import zipfile
+
+    times = [np.datetime64((first + dt.timedelta(days=k)).isoformat(), "ns") for k in range(days)]
+    whole = write_land_daily(path.with_suffix(".tmp.nc"), first)
+    path.with_suffix(".tmp.nc").unlink()
+    with zipfile.ZipFile(path, "w") as zf:
+        for (cds, nc, _), folder in zip(era5.LAND_DAILY.values(), range(9), strict=True):
+            values = np.repeat(whole[nc].values, days, axis=0)
+            ds = xr.Dataset(
+                {nc: (("valid_time", "latitude", "longitude"), values)},
+                coords={"valid_time": times, "latitude": LAT, "longitude": LON180, "number": 0},
+            )
+            ds.attrs["history"] = (
+                "2024-04-01T10:00 GRIB to CDM+CF via cfgrib-0.9.15.0/ecCodes-2.39.0\n"
+                f"earthkit.transforms.aggregate.temporal.daily_reduce({cds}_stream-oper, "
+                f"how=mean, **{{'time_shift': {{'hours': {shift}}}, "
+                "'remove_partial_periods': True})"
+            )
+            member = path.parent / f"m{folder}.nc"
+            ds.to_netcdf(member)
+            zf.write(member, f"{cds}_0_daily-mean.nc")
+            member.unlink()
+    return path
+
+
+def _radiation_days(path: Path, first: dt.date, days: int) -> Path:
+    """ERA5-Land radiation at 00 UTC of each of ``days`` days from ``first`` (GRIB, J m-2)."""
+    messages = []
+    for k in range(days):
+        base = first + dt.timedelta(days=k - 1)
+        for short, value in (("ssrd", 8.64e6), ("strd", 2.592e7)):
+            messages.append(
+                {
+                    "shortName": short,
+                    "stepType": "accum",
+                    "dataDate": int(base.strftime("%Y%m%d")),
+                    "dataTime": 0,
+                    "startStep": 0,
+                    "endStep": 24,
+                    "expver": "0005",
+                    "values": np.full((len(LAT), len(LON360)), value + k),
+                }
+            )
+    return write_grib(path, messages)
+
+
+def test_a_week_of_cds_zips_from_a_folder(tmp_path):
+    """The zip ``fetch`` unpacks is read as delivered, from any sub-folder, for any day."""
+    folder = tmp_path / "cds" / "2024-03"
+    folder.mkdir(parents=True)
+    _daily_stats_zip(folder / "a1b2c3d4e5.zip", DAY, 7)
+    _radiation_days(folder / "rad.grib", DAY, 8)
+    (folder / "README.txt").write_text("downloaded by hand")  # not a CDS file: ignored
+    source = era5.Era5LandSource()
+    day = DAY + dt.timedelta(days=3)
+    granule = source.local(day, tmp_path / "cds")
+    assert granule.files == (folder / "a1b2c3d4e5.zip", folder / "rad.grib")
+    assert granule.version == "ERA5-Land-ERA5T" and granule.notes == ("time_zone:UTC+00:00",)
+    native = source.read(granule)
+    np.testing.assert_allclose(native["ssrd"].values, (8.64e6 + 4) / 86400.0, rtol=1e-6)
+    assert float(native["t2m"].mean()) == pytest.approx(281.5, rel=0.01)
+    archived = era5.Era5LandSource(era5.Era5Options(archive=tmp_path / "cds"))
+    assert archived.first_date() == DAY
+    assert archived.latest_date(dt.date(2030, 1, 1)) == DAY + dt.timedelta(days=6)
+    with pytest.raises(DateNotServedError, match=r"2024-03-17 in the archive .*cds$"):
+        source.local(DAY + dt.timedelta(days=7), tmp_path / "cds")
+
+
+def test_daily_statistics_of_another_time_zone_are_refused(tmp_path):
+    """The CDS app computes days in any time zone, saying so only in ``history``."""
+    _daily_stats_zip(tmp_path / "daily.zip", DAY, 2, shift=5)
+    _radiation_days(tmp_path / "rad.grib", DAY, 3)
+    source = era5.Era5LandSource()
+    granule = source.local(DAY, tmp_path)
+    assert "time_zone:UTC+05:00" in granule.notes
+    with pytest.raises(CorruptFileError) as info:
+        source.read(granule)
+    text = str(info.value)
+    assert "daily.zip!2m_temperature_0_daily-mean.nc" in text and "UTC+05:00, not UTC" in text
+    assert "\n" not in text
+
+
+def test_land_sea_mask_on_its_own_time_axis_is_accepted(fixtures, tmp_path):
+    """ERA5's time-invariant ``lsm`` (the real fixture's, stamped 2010-01-01) beside a day of
+    daily means: its own time axis is squeezed, not taken for another grid."""
+    with xr.open_dataset(fixtures / f"{AN}.nc") as an:
+        box = an.sel(latitude=slice(52.0, 50.25), longitude=slice(0.0, 1.75)).load()
+    lat, lon = box["latitude"].values, box["longitude"].values
+    shape = (1, lat.size, lon.size)
+    data = {nc: (("valid_time", "latitude", "longitude"), np.full(shape, LAND_VALUES[nc],
+            dtype=np.float32)) for nc in LAND_VALUES}  # fmt: skip
+    ds = xr.Dataset(data, coords={"valid_time": [np.datetime64(DAY.isoformat(), "ns")],
+                                  "latitude": lat, "longitude": lon})  # fmt: skip
+    ds["lsm"] = box["lsm"].expand_dims("time")  # its own axis, with the fixture's date
+    path = tmp_path / "era5_daily_with_lsm.nc"
+    ds.to_netcdf(path)
+    fields = grib.open_fields(path, ["t2m", "lsm"]).data  # refused before as different grids
+    assert fields["lsm"].dims == ("latitude", "longitude")
+    rad = tmp_path / "rad.grib"
+    write_grib(rad, [{"shortName": s, "stepType": "accum", "dataDate": int(f"{DAY:%Y%m%d}"),
+                      "dataTime": 0, "startStep": 0, "endStep": 24, "values": np.full(
+                          (lat.size, lon.size), 8.64e6)} for s in ("ssrd", "strd")],
+               lat=lat, lon=lon)  # fmt: skip
+    native = era5.Era5LandSource().read(Granule("era5_land", DAY, (path, rad), "ERA5-Land"))
+    sea = box["lsm"].values < 0.5
+    assert sea.any() and (~sea).any()  # the real coast of East Anglia
+    assert np.isnan(native["stl1"].values[0][sea]).all()
+    assert np.isfinite(native["stl1"].values[0][~sea]).all()
+    assert np.isfinite(native["t2m"].values).all()  # not land-only

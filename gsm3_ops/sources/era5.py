@@ -284,14 +284,30 @@ class _CdsSource(ABC):
     # -- to the grid ---------------------------------------------------------------------------
 
     def to_grid(self, native: xr.Dataset, grid: EaseGrid, window: Window) -> xr.Dataset:
-        """Native day -> (time, y, x) on ``window``: area mean for fluxes, bilinear otherwise."""
+        """Native day -> (time, y, x) on ``window``: area mean for fluxes, bilinear otherwise.
+
+        The variables of one method are regridded together (one set of weights a day).
+        """
+        names = [str(n) for n in native.data_vars]
+        dims = ("time", "latitude", "longitude")
         out = {}
-        for name, da in native.data_vars.items():
-            method = "area" if name in FLUXES else "bilinear"
-            gridded = latlon_to_ease(da, grid, window, method).astype(np.float32)
-            gridded.attrs = {"units": registry.get(str(name)).units}
-            out[name] = gridded.transpose("time", "y", "x")
-        return xr.Dataset(out)
+        for method in ("area", "bilinear"):
+            group = [n for n in names if (n in FLUXES) == (method == "area")]
+            if not group:
+                continue
+            values = np.stack([native[n].transpose(*dims).values for n in group])
+            coords = {"variable": group, **{d: native[d].values for d in dims}}
+            if coords["latitude"].size > 1 and coords["latitude"][0] > coords["latitude"][-1]:
+                # ECMWF's north-to-south rows, flipped here once rather than sorted per call
+                values, coords["latitude"] = values[..., ::-1, :], coords["latitude"][::-1]
+            stack = xr.DataArray(values, coords, ("variable", *dims), "+".join(group))
+            gridded = latlon_to_ease(stack, grid, window, method)
+            arr = np.asarray(gridded.values, dtype=np.float32)
+            coords = {d: gridded[d].values for d in ("time", "y", "x")}
+            for i, name in enumerate(group):
+                attrs = {"units": registry.get(name).units}
+                out[name] = xr.DataArray(arr[i], coords, ("time", "y", "x"), name, attrs)
+        return xr.Dataset({n: out[n] for n in names})
 
 
 class Era5Source(_CdsSource):
@@ -429,24 +445,22 @@ def _dates(days: tuple[dt.date, ...]) -> dict[str, list[str]]:
     }
 
 
-def _native(fields: dict[str, xr.DataArray], day: dt.date, paths: dict[str, Path]) -> xr.Dataset:
+def _native(fields: dict[str, xr.DataArray], day: dt.date, paths: dict[str, str]) -> xr.Dataset:
     """(time=1, latitude, longitude) float32 variables with registry units; all-NaN refused."""
-    time = np.array([np.datetime64(day.isoformat(), "ns")])
+    first = next(iter(fields.values()))
+    lat, lon = first["latitude"].values, first["longitude"].values
     out = {}
     for name, da in fields.items():
-        da = da.drop_vars([c for c in da.coords if c not in ("latitude", "longitude")])
-        if not bool(np.isfinite(da.values).any()):
+        same = np.array_equal(da["latitude"].values, lat)
+        if not (same and np.array_equal(da["longitude"].values, lon)):
+            files = ", ".join(sorted(set(paths.values())))
+            raise SourceError(f"{files}: the files are on different grids ({name})")
+        values = np.asarray(da.transpose("latitude", "longitude").values, dtype=np.float32)
+        if not bool(np.isfinite(values).any()):
             raise SourceError(
                 f"{paths[name]}: {name} on {day.isoformat()} has no valid value (all NaN)"
             )
-        da = da.astype(np.float32).expand_dims(time=time).rename(name)
-        da.attrs = {"units": registry.get(name).units, "long_name": registry.get(name).long_name}
-        out[name] = da
-    try:
-        ds = xr.merge(list(out.values()), join="exact", combine_attrs="drop")
-    except ValueError as exc:  # the two ERA5-Land files on different grids
-        files = ", ".join(sorted({str(p) for p in paths.values()}))
-        raise SourceError(f"{files}: the files are on different grids ({exc})") from None
-    for name, da in out.items():
-        ds[name].attrs = dict(da.attrs)
-    return ds
+        attrs = {"units": registry.get(name).units, "long_name": registry.get(name).long_name}
+        out[name] = (("time", "latitude", "longitude"), values[None], attrs)
+    time = np.array([np.datetime64(day.isoformat(), "ns")])
+    return xr.Dataset(out, coords={"time": time, "latitude": lat, "longitude": lon})

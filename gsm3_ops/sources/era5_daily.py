@@ -63,12 +63,14 @@ def day_value(
     if len(use) == 1 and use[0].daily and need.kind != FROM_00:
         return _statistic(files.field(use[0], need.name), use[0], need, day), label
     fields = [files.field(p, need.name) for p in use]
-    try:
-        da = xr.concat(fields, _TIME, join="exact") if len(fields) > 1 else fields[0]
-    except ValueError:
-        raise CorruptFileError(f"{label}: {need.name} on different grids") from None
-    _, first = np.unique(da[_TIME].values, return_index=True)
-    da = da.isel({_TIME: first})  # sorted, each step once (files may overlap)
+    da = fields[0]  # the reader's fields come sorted, each step once
+    if len(fields) > 1:
+        try:
+            da = xr.concat(fields, _TIME, join="exact")
+        except ValueError:
+            raise CorruptFileError(f"{label}: {need.name} on different grids") from None
+        _, first = np.unique(da[_TIME].values, return_index=True)
+        da = da.isel({_TIME: first})  # sorted, each step once (files may overlap)
     if need.kind == HOURLY_SUM:
         return sum_hourly_accumulations(da, day, label), label
     if need.kind == FROM_00:
@@ -107,8 +109,8 @@ def _statistic(da: xr.DataArray, part: Part, need: Need, day: dt.date) -> xr.Dat
                 "expected daily_mean or daily_sum"
             )
         factor = 24.0 if stat == "mean" else 1.0  # the mean of 24 hourly accumulations
-    t = np.datetime64(day.isoformat(), "ns")
-    return da.sel({_TIME: t}, drop=True) * factor
+    (i,) = np.flatnonzero(da[_TIME].values == np.datetime64(day.isoformat(), "ns"))
+    return da.isel({_TIME: i}, drop=True) * factor
 
 
 def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path | str) -> xr.DataArray:
@@ -134,9 +136,10 @@ def sum_hourly_accumulations(da: xr.DataArray, day: dt.date, path: Path | str) -
 def accumulation_at(da: xr.DataArray, when: dt.datetime, path: Path | str) -> xr.DataArray:
     """The field valid at ``when`` (ERA5-Land: 00 UTC of D+1 holds the total of day D)."""
     t = np.datetime64(when.replace(tzinfo=None).isoformat(), "ns")
-    if t not in pd.DatetimeIndex(da[_TIME].values):
+    at = np.flatnonzero(da[_TIME].values == t)
+    if not at.size:
         raise SourceError(f"{path}: {da.name} has no field valid at {when.isoformat()}")
-    return da.sel({_TIME: t})
+    return da.isel({_TIME: int(at[0])})
 
 
 def daily_value(da: xr.DataArray, day: dt.date, path: Path | str) -> xr.DataArray:
