@@ -347,19 +347,20 @@ def test_lst_mandatory_qa_bits(tmp_path: Path, qc: int, accept: bool, kept: bool
     src = ModisSource(Options(products=products[:1]))
     native = src.read(src.local(DAY, tmp_path))
     window = _window_in_tile(H, V)
+    got = src.to_grid(native, M09, window)
     if kept:
-        np.testing.assert_allclose(src.to_grid(native, M09, window)["lst_day"].values, 300.0)
-    else:
-        with pytest.raises(SourceError, match=r"lst_day on 2020-03-01: no valid pixel"):
-            src.to_grid(native, M09, window)
+        np.testing.assert_allclose(got["lst_day"].values, 300.0)
+    else:  # rejected like cloud: the field is empty, the day is not failed
+        assert np.isnan(got["lst_day"].values).all()
+        assert "empty:lst_day" in check_gridded(got, "modis")
 
 
 def test_albedo_magnitude_inversion_rejected(tmp_path: Path) -> None:
     albedo_tile(tmp_path, H, V, 0.2, 0.25, q=1)
     src = ModisSource(Options(products=Options().products[1:]))
     native = src.read(src.local(DAY, tmp_path))
-    with pytest.raises(SourceError, match="albedo_bsa on 2020-03-01"):
-        src.to_grid(native, M09, _window_in_tile(H, V))
+    got = src.to_grid(native, M09, _window_in_tile(H, V))
+    assert np.isnan(got["albedo_bsa"].values).all() and np.isnan(got["albedo_wsa"].values).all()
 
 
 def test_mosaic_across_a_tile_edge(tmp_path: Path) -> None:
@@ -525,15 +526,17 @@ def test_tile_whose_grid_is_not_its_number_is_corrupt(tmp_path: Path) -> None:
         src.read(src.local(DAY, tmp_path))
 
 
-def test_fill_everywhere_names_date_and_variable(tmp_path: Path) -> None:
+def test_fill_everywhere_is_an_empty_day_not_a_failure(tmp_path: Path) -> None:
+    """A tile present but with fill everywhere (cloud all day): empty fields, noted."""
     name = f"MYD11A1.A{DAY:%Y%j}.h{H:02d}v{V:02d}.061.2020063041016.hdf"
     raw = np.zeros((N, N), dtype=np.uint16)  # _FillValue 0
-    q = np.zeros((N, N), dtype=np.uint8)
+    q = np.full((N, N), 0b10, dtype=np.uint8)  # not produced: cloud
     arrays = {"LST_Day_1km": raw, "QC_Day": q, "LST_Night_1km": raw, "QC_Night": q}
     write_tile(tmp_path / name, H, V, arrays, LST)
     src = ModisSource(Options(products=Options().products[:1]))
-    with pytest.raises(SourceError, match=r"lst_day on 2020-03-01: no valid pixel"):
-        src.to_grid(src.read(src.local(DAY, tmp_path)), M09, _window_in_tile(H, V))
+    got = src.to_grid(src.read(src.local(DAY, tmp_path)), M09, _window_in_tile(H, V))
+    assert np.isnan(got["lst_day"].values).all() and np.isnan(got["lst_night"].values).all()
+    assert check_gridded(got, "modis") == ["empty:lst_day", "empty:lst_night"]
 
 
 def test_served_dates_and_version() -> None:

@@ -10,7 +10,19 @@ Products, fields and QA fields are options, so a VIIRS successor (``VNP21A1D``/`
 
 The tiles that cover the window (from its lon/lat bounds) are mosaicked by binning every
 pixel centre into its 9 km cell: sinusoidal pixels are equal-area, so the mean of the pixels
-in a cell is its area mean.
+in a cell is its area mean. Only the block of each tile that holds the window's pixels is
+read, and the pixel -> cell index is computed once per tile and window.
+
+Local archives (``options.archive``, ``ingest --from``): the tiles under their LP DAAC names
+in any sub-folder (an LP DAAC mirror ``MYD11A1.061/YYYY.MM.DD/`` or flat); where a tile
+appears more than once, the latest collection, then the latest production, is read. With an
+archive, the served days are the archive's: the days that hold tiles of every product.
+
+Missing tiles are not clouds: a product whose tiles do not cover the window, or (reading an
+archive) that lacks on this day a tile the window needs and the archive holds on other
+days, fails the day with :class:`MissingTileError` naming the product, tile and day. A
+window whose tiles are all present but under cloud all day gives an all-NaN field (written
+as missing with an ``empty:<variable>`` note by the checks).
 
 Missing days: when a product has no granule for a served day and a day-of-year climatology
 is configured (``climatology``: a Zarr/NetCDF file, or a provider passed in, e.g. the cube's
@@ -22,36 +34,43 @@ not served. A day after ``latest_date`` is never filled.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import dask
-import dask.array as dsa
 import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.sources.base import (
-    DateNotServedError,
-    Granule,
-    MissingVariableError,
-    SourceError,
-)
+from gsm3_ops.sources.base import DateNotServedError, Granule, SourceError
 from gsm3_ops.sources.earthdata import GLOBAL_BBOX, Bbox, Earthdata, pick_files, utc_today
+from gsm3_ops.sources.modis_archive import TileArchive
+from gsm3_ops.sources.modis_climatology import (
+    Climatology,
+    FileClimatology,
+    HistoryClimatology,
+)
 from gsm3_ops.sources.modis_hdf import (
+    TilePixels,
     check_tiles,
     load_field,
-    tile_cells,
+    parse_granule_name,
     tile_of,
+    tile_pixels,
     tiles_for_bbox,
 )
+
+__all__ = ["Climatology", "FileClimatology", "HistoryClimatology", "ModisSource", "Options"]
 
 NAME = "modis"
 VARIABLES = ("lst_day", "lst_night", "albedo_bsa", "albedo_wsa")
 SUFFIXES = (".hdf", ".h5")
+
+
+class MissingTileError(DateNotServedError):
+    """A product's tile that the window needs is absent (from the archive or the fetch)."""
 
 
 class Product(BaseModel):
@@ -144,13 +163,19 @@ class ModisSource:
             climatology = FileClimatology(self.options.climatology)
         self.climatology = climatology
         self.provides = tuple(v for p in self.options.products for v in p.fields)
+        self._archives: dict[Path, TileArchive] = {}
 
     def first_date(self) -> dt.date:
-        """The first day every configured product has."""
+        """The first day every configured product has (in the archive, when one is set)."""
+        if self.options.archive is not None:
+            return self._archive(self.options.archive).span()[0]
         return self.options.first_date
 
     def latest_date(self, today: dt.date) -> dt.date:
-        """The latest day LP DAAC has as of ``today`` (UTC)."""
+        """The latest day LP DAAC has as of ``today`` (UTC), or the latest day the archive
+        holds tiles of every product."""
+        if self.options.archive is not None:
+            return self._archive(self.options.archive).span()[1]
         return today - dt.timedelta(days=self.options.latency_days)
 
     def version(self, day: dt.date) -> str:
@@ -183,19 +208,18 @@ class ModisSource:
         return self._granule(day, files, missing)
 
     def local(self, day: dt.date, directory: Path) -> Granule:
-        """The day's tiles under ``directory`` (``<short>.AYYYYDDD.hHHvVV.*.hdf``)."""
+        """The day's tiles in a local archive (LP DAAC names, any sub-folder): for each product
+        and tile, the latest collection and production."""
+        archive = self._archive(directory)
         files: list[Path] = []
         missing: list[str] = []
         for p in self.options.products:
-            got = sorted(
-                f
-                for f in Path(directory).rglob(f"{p.short_name}.A{day:%Y%j}.h??v??.*")
-                if f.is_file() and f.suffix.lower() in SUFFIXES
-            )
+            got = archive.files(day, p.short_name)
             if not got:
                 if self.climatology is None:
                     raise DateNotServedError(
-                        f"no {p.short_name} tile for {day.isoformat()} under {directory}"
+                        f"MODIS: no {p.short_name} tile for {day.isoformat()} in the archive "
+                        f"{archive.root}"
                     )
                 missing.append(p.short_name)
             files += got
@@ -204,12 +228,14 @@ class ModisSource:
     def read(self, granule: Granule) -> xr.Dataset:
         """Each tile's QA-filtered calibrated fields, lazily: ``<var>(p<k>_tile, row, col)``.
 
-        The files are opened and their grids checked now; pixel values are read by
-        :meth:`to_grid`, one tile at a time, and only for the tiles the window needs.
+        The files are opened and their grids checked now; :meth:`to_grid` reads only the
+        block of each tile that the window needs. ``attrs["expected_tiles"]`` holds, per
+        product, the tiles its archive holds on any day (none for fetched files).
         """
         data_vars: dict[str, Any] = {}
         coords: dict[str, Any] = {"time": [np.datetime64(granule.day.isoformat(), "ns")]}
         missing = []
+        expected: dict[str, list[tuple[int, int]]] = {}
         for k, p in enumerate(self.options.products):
             paths = [f for f in granule.files if f.name.startswith(p.short_name + ".")]
             if not paths:
@@ -221,41 +247,37 @@ class ModisSource:
             coords[f"p{k}_h"] = (dims[0], [h for h, _ in tiles])
             coords[f"p{k}_v"] = (dims[0], [v for _, v in tiles])
             for var, field in p.fields.items():
-                parts = [
-                    dsa.from_delayed(
-                        dask.delayed(load_field)(f, field, p.qa[var], p.qa_mask, p.max_level),
-                        (n, n),
-                        dtype=np.float32,
-                    )
-                    for f in paths
-                ]
-                data_vars[var] = (dims, dsa.stack(parts))
+                stack = _TileStack(paths, n, field, p.qa[var], p.qa_mask, p.max_level)
+                data_vars[var] = xr.Variable(dims, indexing.LazilyIndexedArray(stack))
+            expected[p.short_name] = sorted(self._archive_tiles(paths[0], p.short_name))
         unfilled = [m for m in missing if self.climatology is None]
         if unfilled:
             raise DateNotServedError(
                 f"MODIS {granule.day.isoformat()}: no {', '.join(unfilled)} tile"
             )
-        return xr.Dataset(data_vars, coords=coords, attrs={"missing_products": missing})
+        attrs = {"missing_products": missing, "expected_tiles": expected}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
     def to_grid(self, native: xr.Dataset, grid: EaseGrid, window: Window) -> xr.Dataset:
-        """Area-mean of the pixels in each cell of ``window``; missing products from climatology."""
+        """Area-mean of the pixels in each cell of ``window``; missing products from climatology.
+
+        Raises :class:`MissingTileError` when a present product's tiles do not cover the
+        window, or a tile the window needs is absent that the archive holds on other days.
+        """
         day = dt.date.fromisoformat(np.datetime_as_string(native["time"].values[0], unit="D"))
         lon, lat = grid.lonlat(window)
         # Centres plus a margin wider than half a cell (0.04 deg of lon, < 0.2 of lat here).
         w, s = float(lon.min()) - 0.1, float(lat.min()) - 0.25
-        need = set(tiles_for_bbox(w, s, float(lon.max()) + 0.1, float(lat.max()) + 0.25))
+        need = tiles_for_bbox(w, s, float(lon.max()) + 0.1, float(lat.max()) + 0.25)
         out = {}
         for k, p in enumerate(self.options.products):
             if p.short_name in native.attrs.get("missing_products", []):
                 fields = {var: self._fill(var, day, grid, window) for var in p.fields}
             else:
-                fields = _mosaic(native, k, list(p.fields), need, grid, window)
+                expected = set(native.attrs.get("expected_tiles", {}).get(p.short_name, []))
+                tiles = _present_tiles(native, k, p.short_name, need, expected, day, grid, window)
+                fields = _mosaic(native, tiles, list(p.fields), window)
             for var, values in fields.items():
-                if not np.isfinite(values).any():
-                    raise SourceError(
-                        f"MODIS {var} on {day.isoformat()}: no valid pixel in window {window} "
-                        "(cloud, QA-rejected, or no tile covers it)"
-                    )
                 out[var] = xr.DataArray(
                     values[None].astype(np.float32),
                     dims=("time", "y", "x"),
@@ -274,112 +296,109 @@ class ModisSource:
 
     def _granule(self, day: dt.date, files: list[Path], missing: list[str]) -> Granule:
         notes = ("filled:climatology", *(f"missing:{m}" for m in missing)) if missing else ()
-        return Granule(NAME, day, tuple(files), self.version(day), notes)
+        return Granule(NAME, day, tuple(files), self._version_of(files), notes)
+
+    def _version_of(self, files: list[Path]) -> str:
+        """The products and the collections the files are (the configured one where none)."""
+        parts = []
+        for p in self.options.products:
+            names = [parse_granule_name(f) for f in files if f.name.startswith(p.short_name + ".")]
+            found = sorted({g.collection for g in names if g is not None})
+            parts.append(f"{p.short_name}.{'/'.join(found) or p.version}")
+        return "+".join(parts)
+
+    # --- local archives -----------------------------------------------------------------------
+
+    def _archive(self, folder: Path) -> TileArchive:
+        """The one view of ``folder`` this source keeps (an index of its files, by day)."""
+        folder = Path(folder)
+        if folder not in self._archives:
+            names = tuple(p.short_name for p in self.options.products)
+            self._archives[folder] = TileArchive(folder, NAME, names)
+        return self._archives[folder]
+
+    def _archive_tiles(self, path: Path, short_name: str) -> set[tuple[int, int]]:
+        """The tiles of a product that the archive holding ``path`` has on any day."""
+        for root, archive in self._archives.items():
+            if Path(path).is_relative_to(root):
+                return archive.tiles(short_name)
+        return set()
+
+
+class _TileStack(BackendArray):
+    """A product field over its tiles, ``(tile, row, col)`` float32, read block by block."""
+
+    def __init__(
+        self, paths: list[Path], n: int, field: str, qa: str, qa_mask: int, max_level: int
+    ) -> None:
+        self.paths, self.field, self.qa = paths, field, qa
+        self.qa_mask, self.max_level = qa_mask, max_level
+        self.shape = (len(paths), n, n)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._read
+        )
+
+    def _read(self, key: tuple) -> np.ndarray:
+        tiles, rows, cols = key
+        picked = range(len(self.paths))[tiles]
+        if isinstance(picked, int):
+            return self._block(self.paths[picked], rows, cols)
+        return np.stack([self._block(self.paths[i], rows, cols) for i in picked])
+
+    def _block(self, path: Path, rows: slice, cols: slice) -> np.ndarray:
+        return load_field(path, self.field, self.qa, self.qa_mask, self.max_level, rows, cols)
+
+
+def _present_tiles(
+    native: xr.Dataset,
+    k: int,
+    short_name: str,
+    need: list[tuple[int, int]],
+    expected: set[tuple[int, int]],
+    day: dt.date,
+    grid: EaseGrid,
+    window: Window,
+) -> list[tuple[int, TilePixels]]:
+    """(index, pixels) of the product's tiles that hold pixels of ``window``; raises
+    :class:`MissingTileError` when none does, or when a tile the window needs is absent
+    though the archive holds it on other days."""
+    n = native.sizes[f"p{k}_row"]
+    hs, vs = native[f"p{k}_h"].values.tolist(), native[f"p{k}_v"].values.tolist()
+    present = {(h, v): i for i, (h, v) in enumerate(zip(hs, vs, strict=True))}
+    wanted = [hv for hv in need if not tile_pixels(*hv, n, grid, window).empty]
+    absent = [hv for hv in wanted if hv not in present and hv in expected]
+    covering = [(i, tile_pixels(*hv, n, grid, window)) for hv, i in present.items()]
+    covering = [(i, px) for i, px in covering if not px.empty]
+    if wanted and (absent or not covering):
+        names = ", ".join(f"h{h:02d}v{v:02d}" for h, v in absent or wanted)
+        raise MissingTileError(
+            f"MODIS {short_name} on {day.isoformat()}: tile {names} missing (from the archive "
+            f"or the fetch); the window {window} needs "
+            + ", ".join(f"h{h:02d}v{v:02d}" for h, v in wanted)
+        )
+    return covering
 
 
 def _mosaic(
-    native: xr.Dataset,
-    k: int,
-    names: list[str],
-    need: set[tuple[int, int]],
-    grid: EaseGrid,
-    window: Window,
+    native: xr.Dataset, tiles: list[tuple[int, TilePixels]], names: list[str], window: Window
 ) -> dict[str, np.ndarray]:
     """Mean of every valid tile pixel in each window cell, tile by tile."""
     n_cells = window.n_rows * window.n_cols
-    total = {n: np.zeros(n_cells) for n in names}
-    count = {n: np.zeros(n_cells, dtype=np.int64) for n in names}
-    hs, vs = native[f"p{k}_h"].values, native[f"p{k}_v"].values
-    for i, (h, v) in enumerate(zip(hs.tolist(), vs.tolist(), strict=True)):
-        if (h, v) not in need:
-            continue
-        pixels, cells = tile_cells(h, v, native.sizes[f"p{k}_row"], grid, window)
-        if pixels.size == 0:
-            continue
-        fields = dask.compute(*(native[n].data[i] for n in names))
-        for n, values in zip(names, fields, strict=True):
-            vals = values.ravel()[pixels].astype(np.float64)
-            ok = np.isfinite(vals)
-            total[n] += np.bincount(cells[ok], weights=vals[ok], minlength=n_cells)
-            count[n] += np.bincount(cells[ok], minlength=n_cells)
+    total = {n: np.zeros(n_cells + 1) for n in names}  # the last bin: pixels outside
+    count = {n: np.zeros(n_cells + 1) for n in names}
+    for i, px in tiles:
+        for n in names:
+            block = native[n].variable[i, px.rows, px.cols].values.ravel()
+            valid = ~np.isnan(block)
+            sums = np.add.reduceat(np.where(valid, block, 0), px.run_starts, dtype=np.float64)
+            counts = np.add.reduceat(valid, px.run_starts, dtype=np.int64)
+            total[n] += np.bincount(px.run_cells, sums, n_cells + 1)
+            count[n] += np.bincount(px.run_cells, counts, n_cells + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
-            n: np.where(count[n] > 0, total[n] / count[n], np.nan).reshape(window.shape)
+            n: np.where(count[n] > 0, total[n] / count[n], np.nan)[:-1].reshape(window.shape)
             for n in names
         }
-
-
-# --- climatology fill ------------------------------------------------------------------------
-
-
-class Climatology(Protocol):
-    """Anything that gives a variable's expected field for a day of year on a grid window."""
-
-    def __call__(self, name: str, day: dt.date, grid: EaseGrid, window: Window) -> np.ndarray:
-        """``window.shape`` values of ``name`` for ``day``'s day of year."""
-        ...
-
-
-class FileClimatology:
-    """Day-of-year fields from a Zarr store or NetCDF file: ``<variable>(dayofyear, y, x)``
-    with EASE2 cell-centre ``y``/``x`` (metres); day 366 falls back to the last day present."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._ds: xr.Dataset | None = None
-
-    def __call__(self, name: str, day: dt.date, grid: EaseGrid, window: Window) -> np.ndarray:
-        """``name`` for ``day``'s day of year over ``window``."""
-        ds = self._open()
-        if name not in ds:
-            raise MissingVariableError(f"climatology {self.path}: no variable {name}")
-        da = ds[name]
-        doy = min(day.timetuple().tm_yday, int(da["dayofyear"].max()))
-        try:
-            sel = da.sel(dayofyear=doy).sel(
-                y=grid.y_centres(window),
-                x=grid.x_centres(window),
-                method="nearest",
-                tolerance=grid.cell_size / 4,
-            )
-        except KeyError:
-            raise SourceError(
-                f"climatology {self.path}: {name} does not cover window {window} of {grid.name}"
-            ) from None
-        return np.asarray(sel.transpose("y", "x").values, dtype=np.float64)
-
-    def _open(self) -> xr.Dataset:
-        if self._ds is None:
-            try:
-                if self.path.is_dir() or self.path.suffix == ".zarr":
-                    self._ds = xr.open_zarr(self.path)
-                else:
-                    self._ds = xr.open_dataset(self.path)
-            except (OSError, ValueError, KeyError) as exc:
-                raise SourceError(f"climatology {self.path} cannot be opened: {exc}") from None
-        return self._ds
-
-
-class HistoryClimatology:
-    """The mean of the same days of year (+- ``half_window_days``) in the previous ``years``
-    years, from the cube's own history: ``read(name, start, end, window)`` -> (time, y, x)."""
-
-    def __init__(
-        self,
-        read: Callable[[str, dt.date, dt.date, Window], np.ndarray],
-        years: int = 5,
-        half_window_days: int = 7,
-    ) -> None:
-        self.read, self.years, self.half = read, years, dt.timedelta(days=half_window_days)
-
-    def __call__(self, name: str, day: dt.date, grid: EaseGrid, window: Window) -> np.ndarray:
-        """``name`` averaged over the same season of earlier years."""
-        parts = []
-        for back in range(1, self.years + 1):
-            centre = dt.date(day.year - back, day.month, min(day.day, 28 if day.month == 2 else 31))
-            parts.append(
-                np.asarray(self.read(name, centre - self.half, centre + self.half, window))
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
-            return np.nanmean(np.concatenate(parts, axis=0), axis=0)

@@ -11,6 +11,8 @@ become values by the HDF convention ``scale_factor * (stored - add_offset)``, af
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +32,11 @@ SPHERE_RADIUS = MODIS_RADIUS
 TILE_SIZE = MODIS_TILE_SIZE
 N_H, N_V = 36, 18
 TILE_NAME = re.compile(r"\.h(?P<h>\d{2})v(?P<v>\d{2})\.")
+# LP DAAC granule names: MYD11A1.A2020061.h21v08.061.2020063041016.hdf (VIIRS: .h5)
+GRANULE_NAME = re.compile(
+    r"^(?P<short>[A-Za-z0-9]+)\.A(?P<year>\d{4})(?P<doy>\d{3})\.h(?P<h>\d{2})v(?P<v>\d{2})"
+    r"\.(?P<collection>\d{3})\.(?P<production>\d{13})\.(?:hdf|h5)$"
+)
 HDF4_MAGIC = b"\x0e\x03\x13\x01"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CORNER_TOL_M = 1.0  # StructMetadata corners vs the tile number: metres
@@ -78,6 +85,37 @@ def _odl(block: str, key: str) -> str:
 def _pair(text: str) -> tuple[float, float]:
     a, b = text.strip("()").split(",")
     return float(a), float(b)
+
+
+@dataclass(frozen=True)
+class GranuleName:
+    """What an LP DAAC tile's file name says: product, day, tile, collection, production."""
+
+    short_name: str
+    day: dt.date
+    h: int
+    v: int
+    collection: str
+    production: str  # YYYYDDDHHMMSS
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        """The (h, v) tile number."""
+        return self.h, self.v
+
+
+def parse_granule_name(path: Path | str) -> GranuleName | None:
+    """The parts of an LP DAAC tile name, or None when the name is not one."""
+    m = GRANULE_NAME.match(Path(path).name)
+    if not m:
+        return None
+    try:
+        day = dt.date(int(m["year"]), 1, 1) + dt.timedelta(days=int(m["doy"]) - 1)
+    except ValueError:
+        return None
+    if day.year != int(m["year"]) or int(m["doy"]) == 0:
+        return None
+    return GranuleName(m["short"], day, int(m["h"]), int(m["v"]), m["collection"], m["production"])
 
 
 def tile_of(path: Path | str) -> tuple[int, int]:
@@ -152,6 +190,42 @@ def tile_cells(
     return row_idx * n + col_idx, cells
 
 
+@dataclass(frozen=True)
+class TilePixels:
+    """The pixels of one tile that fall in a window: the smallest block of rows and columns
+    holding them, cut (row-major) into runs of pixels of one cell: where each run starts
+    and its flat window cell (the cell count for pixels outside the window)."""
+
+    rows: slice
+    cols: slice
+    run_starts: np.ndarray  # intp, into the flattened block
+    run_cells: np.ndarray  # intp
+
+    @property
+    def empty(self) -> bool:
+        """True when no pixel of the tile lies in the window."""
+        return self.run_starts.size == 0
+
+
+@functools.lru_cache(maxsize=64)
+def tile_pixels(h: int, v: int, n: int, grid: EaseGrid, window: Window) -> TilePixels:
+    """:func:`tile_cells` as a block to read and runs of one cell; cached per tile and
+    window, so a day's read is a block read, a sum per run and a bincount of the runs."""
+    pixels, cells = tile_cells(h, v, n, grid, window)
+    if pixels.size == 0:
+        return TilePixels(slice(0, 0), slice(0, 0), np.empty(0, np.intp), np.empty(0, np.intp))
+    row, col = np.divmod(pixels, n)
+    r0, r1, c0, c1 = int(row.min()), int(row.max()) + 1, int(col.min()), int(col.max()) + 1
+    cell_map = np.full((r1 - r0) * (c1 - c0), window.n_rows * window.n_cols, dtype=np.intp)
+    cell_map[(row - r0) * (c1 - c0) + (col - c0)] = cells
+    starts = np.flatnonzero(np.r_[True, cell_map[1:] != cell_map[:-1]])
+    run_cells = cell_map[starts]
+    for a in (starts, run_cells):
+        a.flags.writeable = False  # shared by every caller of the cache
+    return TilePixels(slice(r0, r1), slice(c0, c1), starts, run_cells)
+
+
+@functools.lru_cache(maxsize=8)
 def _ease_x_at_0_and_1_degree(grid: EaseGrid) -> tuple[float, float]:
     """EASE2 x (metres) at longitude 0 and 1 degree east (x is linear in longitude)."""
     from pyproj import Transformer
@@ -205,8 +279,9 @@ class TileFile:
     def struct_metadata(self) -> str:
         """The ``StructMetadata.0`` text."""
         try:
-            if self._h4 is not None:
-                return str(self._h4.attributes()["StructMetadata.0"])
+            if self._h4 is not None:  # by index (pyhdf's by-name get fails on SD attributes)
+                index = self._h4.attr("StructMetadata.0").index()
+                return str(self._h4.attr(index).get())
             raw = self._h5["HDFEOS INFORMATION"]["StructMetadata.0"][()]
             return raw.decode() if isinstance(raw, bytes) else str(raw)
         except Exception as exc:  # a missing attribute or a broken HDF4 attribute table
@@ -226,15 +301,20 @@ class TileFile:
                 return grid
         raise MissingVariableError(f"{self.path}: no field {field} in any grid")
 
-    def read(self, name: str) -> tuple[np.ndarray, dict[str, Any]]:
-        """The stored (packed) array of field ``name`` and its attributes."""
+    def read(
+        self, name: str, rows: slice | None = None, cols: slice | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The stored (packed) array of field ``name`` (or its ``rows`` x ``cols`` block) and
+        its attributes."""
+        block = (rows or slice(None), cols or slice(None))
         try:
             if self._h4 is not None:
                 if name not in self._h4.datasets():
                     raise MissingVariableError(f"{self.path}: no variable {name}")
                 sds = self._h4.select(name)
                 try:
-                    return np.asarray(sds.get()), dict(sds.attributes())
+                    data = sds.get() if rows is None and cols is None else sds[block]
+                    return np.asarray(data), dict(sds.attributes())
                 finally:
                     sds.endaccess()
             found = []
@@ -244,7 +324,7 @@ class TileFile:
             if not found:
                 raise MissingVariableError(f"{self.path}: no variable {name}")
             ds = found[0]
-            return np.asarray(ds[()]), {k: _plain(v) for k, v in ds.attrs.items()}
+            return np.asarray(ds[block]), {k: _plain(v) for k, v in ds.attrs.items()}
         except MissingVariableError:
             raise
         except Exception as exc:  # a cut-off data block surfaces only when it is read
@@ -260,18 +340,28 @@ def _plain(value: Any) -> Any:
 
 def calibrate(raw: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     """``scale_factor * (stored - add_offset)`` (float64), NaN at fill and outside valid_range."""
-    values = raw.astype(np.float64)
+    scale, offset = _scale_offset(attrs)
+    return np.where(_packed_invalid(raw, attrs), np.nan, scale * (raw.astype(np.float64) - offset))
+
+
+def _packed_invalid(raw: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """Stored values at ``_FillValue`` or outside the packed ``valid_range``."""
     bad = np.zeros(raw.shape, dtype=bool)
     fill = attrs.get("_FillValue")
     if fill is not None:
         bad |= raw == np.asarray(fill).ravel()[0]
     vr = attrs.get("valid_range")
     if vr is not None:
-        lo, hi = np.asarray(vr, dtype=np.float64).ravel()[:2]
-        bad |= (values < lo) | (values > hi)
+        # Python numbers: compared in the array's own type (no float64 copy of the array)
+        lo, hi = (v.item() for v in np.asarray(vr).ravel()[:2])
+        bad |= (raw < lo) | (raw > hi)
+    return bad
+
+
+def _scale_offset(attrs: dict[str, Any]) -> tuple[float, float]:
     scale = float(np.asarray(attrs.get("scale_factor", 1.0)).ravel()[0])
     offset = float(np.asarray(attrs.get("add_offset", 0.0)).ravel()[0])
-    return np.where(bad, np.nan, scale * (values - offset))
+    return scale, offset
 
 
 def check_tiles(paths: list[Path], tiles: list[tuple[int, int]], fields: set[str]) -> int:
@@ -302,13 +392,28 @@ def check_tiles(paths: list[Path], tiles: list[tuple[int, int]], fields: set[str
     return sizes.pop()
 
 
-def load_field(path: Path, field: str, qa_field: str, qa_mask: int, max_level: int) -> np.ndarray:
-    """One tile's field: calibrated, NaN where QA rejects it or at fill."""
+def load_field(
+    path: Path,
+    field: str,
+    qa_field: str,
+    qa_mask: int,
+    max_level: int,
+    rows: slice | None = None,
+    cols: slice | None = None,
+) -> np.ndarray:
+    """One tile's field (or its ``rows`` x ``cols`` block): calibrated, NaN where QA rejects
+    it or at fill."""
     with TileFile(path) as t:
-        raw, attrs = t.read(field)
-        qa, _ = t.read(qa_field)
+        raw, attrs = t.read(field, rows, cols)
+        qa, _ = t.read(qa_field, rows, cols)
     if raw.shape != qa.shape:
         raise CorruptFileError(f"{path}: {field} {raw.shape} and {qa_field} {qa.shape} differ")
-    values = calibrate(raw, attrs)
-    keep = (qa.astype(np.int64) & qa_mask) <= max_level
-    return np.where(keep, values, np.nan).astype(np.float32)
+    if qa.dtype.kind in "iu":  # mask bits beyond the QA type's width mean nothing
+        qa_mask &= int(np.iinfo(qa.dtype).max)
+    reject = ((qa & qa_mask) > max_level) | _packed_invalid(raw, attrs)
+    scale, offset = _scale_offset(attrs)
+    out = raw.astype(np.float32)  # float32 keeps ~7 digits: 1e-5 K at 300 K
+    out -= np.float32(offset)
+    out *= np.float32(scale)
+    out[reject] = np.nan
+    return out
