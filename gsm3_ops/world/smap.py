@@ -4,13 +4,14 @@ Each day becomes one HDF5 file in the layout of NSIDC's SPL3SMP_E (``smap_struct
 fixtures): groups ``Soil_Moisture_Retrieval_Data_AM`` and ``..._PM`` (PM names end in
 ``_pm``) with ``soil_moisture``, ``retrieval_qual_flag``, ``EASE_row_index``,
 ``EASE_column_index``, ``latitude`` and ``longitude``, fills of -9999 (floats) and 65534
-(integers) wherever a pass has no retrieval. The file holds the window (plus a one-cell
-margin) as a Harmony/OPeNDAP spatial subset would: a rectangle of the 9 km grid with
-anonymous dimensions, named ``SMAP_L3_SM_P_E_YYYYMMDD_R19240_001_subsetted.nc4`` in NSIDC's
-folder layout ``SPL3SMP_E.006/YYYY.MM.DD/``. Subsets, because a whole global day (1624 x 3856
-cells, a dozen arrays) would cost the demo hundreds of megabytes and seconds a day, and
-because a regional site fetches subsets: the demo then takes the reader's subset path (the
-whole-file path has its own tests).
+(integers) wherever a pass has no retrieval. A file holds the window and a one-cell margin
+(without retrievals: the world says nothing there) as a Harmony/OPeNDAP spatial subset
+would: a rectangle of the 9 km grid with anonymous dimensions, named
+``SMAP_L3_SM_P_E_YYYYMMDD_R19240_001_subsetted.nc4``, in NSIDC's folder layout
+``SPL3SMP_E.006/YYYY.MM.DD/``. Subsets, because a whole global day (1624 x 3856 cells, a
+dozen arrays, ~150 MB) would cost the demo far more time and disk than the window's
+~190 kB, and because a regional site fetches subsets: the demo then takes the reader's
+subset path (the whole-file path has its own tests).
 
 The world gives one daily value per observed cell. It is split into passes so that the
 reader's mean of the recommended AM and PM retrievals gives it back exactly: both passes
@@ -59,28 +60,32 @@ def write_smap(
     end: dt.date,
     folder: Path,
 ) -> list[Path]:
-    """Write the world's SMAP days ``start..end`` over ``window`` (with a one-cell margin)
-    as granules under ``folder``; returns their paths."""
-    r0, c0 = max(window.row0 - MARGIN, 0), max(window.col0 - MARGIN, 0)
-    r1 = min(window.row0 + window.n_rows + MARGIN, grid.n_rows)
-    c1 = min(window.col0 + window.n_cols + MARGIN, grid.n_cols)
-    outer = Window(r0, c0, r1 - r0, c1 - c0)
-    return write_granules(world.smap(grid, outer, start, end), grid, outer, folder, world.seed)
+    """Write the world's SMAP days ``start..end`` over ``window`` as granules under
+    ``folder``; returns their paths."""
+    return write_granules(world.smap(grid, window, start, end), grid, window, folder, world.seed)
 
 
 def write_granules(
     smap: xr.DataArray, grid: EaseGrid, window: Window, folder: Path, seed: int = 42
 ) -> list[Path]:
     """Write each day of ``smap`` (time, y, x) over ``window``, m3/m3, NaN where unobserved,
-    as one subset granule; returns their paths."""
-    lon, lat = grid.lonlat(window)
-    rows, cols = np.indices(window.shape)
-    rows, cols = rows + window.row0, cols + window.col0
+    as one subset granule of the window and a ``MARGIN`` of cells without retrievals (the
+    world says nothing of them); returns their paths."""
+    r0, c0 = max(window.row0 - MARGIN, 0), max(window.col0 - MARGIN, 0)
+    r1 = min(window.row0 + window.n_rows + MARGIN, grid.n_rows)
+    c1 = min(window.col0 + window.n_cols + MARGIN, grid.n_cols)
+    outer = Window(r0, c0, r1 - r0, c1 - c0)
+    inner = window.relative_to(outer)
+    lon, lat = grid.lonlat(outer)
+    rows, cols = np.indices(outer.shape)
+    rows, cols = rows + outer.row0, cols + outer.col0
     attrs = _attributes(grid)
+    values = np.full(outer.shape, np.nan, dtype=np.float32)
     paths = []
-    for t, values in zip(pd.DatetimeIndex(smap["time"].values), smap.values, strict=True):
+    for t, day_values in zip(pd.DatetimeIndex(smap["time"].values), smap.values, strict=True):
         day = t.date()
-        passes = split_passes(np.asarray(values, dtype=np.float32), rows, cols, day, seed)
+        values[inner.rows, inner.cols] = day_values
+        passes = split_passes(values, rows, cols, day, seed)
         path = granule_path(folder, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write(path, passes, (rows, cols, lat, lon), attrs)
