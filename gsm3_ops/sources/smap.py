@@ -56,6 +56,7 @@ GROUPS = {
 RECOMMENDED_BIT = 0x1  # retrieval_qual_flag bit 0: set = NOT recommended quality
 INDEX_FILL = 65534  # EASE_row_index / EASE_column_index / retrieval_qual_flag fill
 WHOLE_SHAPES = frozenset(g.shape for g in GRIDS.values())  # any other shape is a subset
+LONLAT_CHECKS = 4096  # cells whose latitude/longitude place (and check) a subset
 REWALK_S = 30.0  # seconds an archive walk is reused for (a missing day walks again)
 
 
@@ -255,8 +256,8 @@ def read_daily_mean(path: Path, day: dt.date, options: Options) -> xr.Dataset:
     try:
         with f:
             subset = _is_subset(f, options)
-            coords = subset or options.check_ease_index
-            passes = [_read_pass(f, path, p, options, coords, subset) for p in options.passes]
+            index = subset or options.check_ease_index
+            passes = [_read_pass(f, path, p, options, index, subset) for p in options.passes]
     except SourceError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
@@ -305,7 +306,7 @@ def _is_subset(f: h5py.File, options: Options) -> bool:
 
 
 def _read_pass(
-    f: h5py.File, path: Path, which: str, options: Options, coords: bool, lonlat: bool
+    f: h5py.File, path: Path, which: str, options: Options, index: bool, lonlat: bool
 ) -> _Pass:
     """One pass's soil moisture with invalid retrievals as NaN, and its coordinates."""
     group_name, suffix = GROUPS[which]
@@ -330,7 +331,7 @@ def _read_pass(
     out = _Pass(group.name, np.where(ok, values, np.nan))
     for name in (f"EASE_row_index{suffix}", f"EASE_column_index{suffix}"):
         ds = group.get(name)  # older files or variable subsets may lack them
-        if coords and isinstance(ds, h5py.Dataset) and ds.shape == sm.shape:
+        if index and isinstance(ds, h5py.Dataset) and ds.shape == sm.shape:
             raw = np.asarray(ds[()]).astype(np.int32)
             out.index[name] = np.where(raw == int(_attr(ds, "_FillValue", INDEX_FILL)), -1, raw)
     lon, lat = group.get(f"longitude{suffix}"), group.get(f"latitude{suffix}")
@@ -382,10 +383,9 @@ def _merged_lonlat(passes: list[_Pass]) -> tuple[np.ndarray, np.ndarray] | None:
     have = [p.lonlat for p in passes if p.lonlat is not None]
     if not have:
         return None
-    lon, lat = (a.copy() for a in have[0])
+    lon, lat = have[0]
     for other_lon, other_lat in have[1:]:
-        fill = np.isnan(lon) | np.isnan(lat)
-        lon[fill], lat[fill] = other_lon[fill], other_lat[fill]
+        lon, lat = np.where(np.isnan(lon), other_lon, lon), np.where(np.isnan(lat), other_lat, lat)
     return lon, lat
 
 
@@ -408,16 +408,17 @@ def _place_subset(native: xr.Dataset, grid: EaseGrid, window: Window, where: str
     r0, c0 = origin
     if r0 < 0 or c0 < 0 or r0 + n_rows > grid.n_rows or c0 + n_cols > grid.n_cols:
         raise SourceError(f"{where}: rows {r0}.., columns {c0}.. lie outside the {grid.name} grid")
-    rows = slice(max(r0, window.row0), min(r0 + n_rows, window.row0 + window.n_rows))
-    cols = slice(max(c0, window.col0), min(c0 + n_cols, window.col0 + window.n_cols))
-    if rows.start >= rows.stop or cols.start >= cols.stop:
+    top, bottom = max(r0, window.row0), min(r0 + n_rows, window.row0 + window.n_rows)
+    left, right = max(c0, window.col0), min(c0 + n_cols, window.col0 + window.n_cols)
+    if top >= bottom or left >= right:
         raise SourceError(
             f"{where}: the subset covers rows {r0}..{r0 + n_rows - 1}, columns "
             f"{c0}..{c0 + n_cols - 1} of the {grid.name} grid, none of the window {window}"
         )
-    out[:, rows.start - window.row0 : rows.stop - window.row0,
-        cols.start - window.col0 : cols.stop - window.col0] = values[
-        :, rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0]  # fmt: skip
+    target = np.s_[
+        :, top - window.row0 : bottom - window.row0, left - window.col0 : right - window.col0
+    ]
+    out[target] = values[:, top - r0 : bottom - r0, left - c0 : right - c0]
     return out
 
 
@@ -444,8 +445,10 @@ def _lonlat_origin(native: xr.Dataset, grid: EaseGrid, where: str) -> tuple[int,
     known = np.isfinite(lon) & np.isfinite(lat)
     if not known.any():
         return None
-    i, j = np.nonzero(known)
-    rows, cols = grid.lonlat_to_rowcol(lon[known], lat[known])
+    cells = np.flatnonzero(known)
+    cells = cells[:: max(1, cells.size // LONLAT_CHECKS)]  # a large subset: a sample will do
+    i, j = np.unravel_index(cells, known.shape)
+    rows, cols = grid.lonlat_to_rowcol(lon.ravel()[cells], lat.ravel()[cells])
     r0, c0 = np.unique(rows - i), np.unique(cols - j)
     if r0.size != 1 or c0.size != 1 or (rows < 0).any():
         raise SourceError(
