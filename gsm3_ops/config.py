@@ -201,7 +201,11 @@ class QualityFlagConfig(_Strict):
     dry_smap_mean_max: float = Field(0.15, gt=0, le=1)
     permafrost_lat_min: float = Field(60.0, ge=0, le=90)
     permafrost_lst_mean_max_k: float = Field(273.15, gt=0)
-    provisional_versions: tuple[str, ...] = ("ERA5T", "early", "late", "NRT")
+    # Whole tokens of a version naming a provisional stream (IMERG's Early and Late runs
+    # are named by their short names, GPM_3IMERGDE / GPM_3IMERGDL and the half-hourly HHE/HHL).
+    provisional_versions: tuple[str, ...] = (
+        "ERA5T", "early", "late", "NRT", "3IMERGDE", "3IMERGDL", "3IMERGHHE", "3IMERGHHL",
+    )  # fmt: skip
 
 
 class ProductConfig(_Strict):
@@ -236,6 +240,23 @@ class ScheduleConfig(_Strict):
         return value
 
 
+class WorldConfig(_Strict):
+    """The synthetic world's archive (the demo profile): ``gsm3-ops world`` writes its days
+    ``start..end`` over the region, in the providers' own formats, under ``archive``; the
+    sources read it through their ``archive`` options. Nothing else reads this section."""
+
+    seed: int = 42
+    start: dt.date
+    end: dt.date
+    archive: Path
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorldConfig:
+        if self.end < self.start:
+            raise ValueError("world.end is before world.start")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole resolved configuration of a deployment."""
 
@@ -255,6 +276,7 @@ class Settings(BaseSettings):
     inference: InferenceConfig = InferenceConfig()
     product: ProductConfig = ProductConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    world: WorldConfig | None = None
     regions: dict[str, BoxConfig] = Field(
         default_factory=lambda: {k: BoxConfig(**v) for k, v in PAPER_REGIONS.items()}
     )

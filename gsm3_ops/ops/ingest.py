@@ -209,7 +209,10 @@ def ingest_sources(
         lines += [IngestLine("skipped", f"{span} {o.source:<10} skipped   {p}: {why}")
                   for p, why in o.skipped]  # fmt: skip
     if STATIC in names:
-        options = s.sources.options.get(STATIC, {})
-        version = ingest_other.ingest_static(cube, options, dep.grid, dep.domain)
+        options = dict(s.sources.options.get(STATIC, {}))
+        if from_dir is not None:
+            options["archive"] = from_dir
+        version = ingest_other.ingest_static(cube, options, dep.grid, dep.domain,
+                                             raw_dir=dep.raw_dir)  # fmt: skip
         lines.append(IngestLine("complete", f"{'static':<21} complete  {version}"))
     return lines

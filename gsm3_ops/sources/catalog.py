@@ -24,7 +24,7 @@ INSITU: dict[str, tuple[str, str]] = {
     "ismn": ("gsm3_ops.sources.ismn", "IsmnSource"),
     "uscrn": ("gsm3_ops.sources.uscrn", "UscrnSource"),
 }
-STATIC = "static"  # rasters the operator supplies + long-term means from the cube
+STATIC = "static"  # default providers' rasters (or the operator's) + long-term means from the cube
 ALL = (*GRIDDED, *INSITU, STATIC)
 
 

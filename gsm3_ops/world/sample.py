@@ -1,10 +1,11 @@
 """Fields on a 9 km window, sampled onto a provider's grid or points.
 
-A provider pixel coarser than a 9 km cell gets the mean of the cells whose centres fall in
-it (what a coarser product sees); a pixel that holds no cell centre gets the cell it lies
-in, or the nearest window cell when it lies within ``margin`` pixels outside the window (so
-a reader's bilinear stencil at the window's edge finds values); further out it is NaN. A
-point (a MODIS pixel, a station) gets the cell it lies in.
+A provider pixel coarser than a 9 km cell gets the mean of the valid cells whose centres
+fall in it (what a coarser product sees; land beside sea keeps its values); a pixel that
+holds no cell centre gets the cell it lies in, or the nearest window cell when it lies
+within ``margin`` pixels outside the window (so a reader's bilinear stencil at the window's
+edge finds values); further out it is NaN. A point (a MODIS pixel, a station) gets the cell
+it lies in.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ def to_latlon(
     count = np.bincount(flat, minlength=lat.size * lon.size)
     lead = values.shape[:-2]
     v = values.reshape(-1, *values.shape[-2:])[:, ok]
-    sums = np.stack([np.bincount(flat, weights=k, minlength=count.size) for k in v])
+    valid = np.isfinite(v)  # a pixel's mean is over its valid cells (land beside sea)
+    sums = np.stack([np.bincount(flat, weights=k, minlength=count.size)
+                     for k in np.where(valid, v, 0.0)])  # fmt: skip
+    n = np.stack([np.bincount(flat, weights=k, minlength=count.size) for k in valid])
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = sums / count
+        out = np.where(n > 0, sums / n, np.nan)
     # Pixels without a cell centre: the cell they lie in, or the nearest within the margin.
     empty = np.flatnonzero(count == 0)
     plon, plat = np.meshgrid(lon, lat)
