@@ -328,5 +328,22 @@ def status(
         typer.echo(f"{d['date']} {d['status']:<11} {detail}")
 
 
+@app.command()
+def world(
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the synthetic world's days (the demo's inputs) as a local archive in the
+    providers' own formats, under ``world.archive``; resumes an interrupted write."""
+    from gsm3_ops.world.archive import write_world
+
+    settings = _settings(config, profile)
+    setup_logging(quiet)
+    with _user_errors():
+        root = write_world(settings)
+    typer.echo(f"archive: {root}")
+
+
 if __name__ == "__main__":
     app()

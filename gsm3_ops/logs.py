@@ -69,3 +69,11 @@ def setup_logging(quiet: bool = False, json_lines: bool = False) -> None:
     handler._gsm3 = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def current_setup() -> tuple[bool, bool]:
+    """``(quiet, json_lines)`` of the logging now in place, to set up a worker process alike."""
+    root = logging.getLogger()
+    mine = [h for h in root.handlers if getattr(h, "_gsm3", False)]
+    json_lines = any(isinstance(h.formatter, JsonFormatter) for h in mine)
+    return root.level >= logging.WARNING, json_lines

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
 
+from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube, status_of
 from gsm3_ops.errors import SourceError
+from gsm3_ops.logs import current_setup, setup_logging
 from gsm3_ops.ops import ingest_other
 from gsm3_ops.ops.deployment import Deployment, RunError
 from gsm3_ops.ops.ingest_day import IngestOptions, Retry, ingest_day, ingest_range
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 # Days generated and written per block: large enough to amortise the source's set-up,
 # small enough to bound memory for a global domain.
 BLOCK_DAYS = 400
+# Days a worker process must have to be worth starting (a process imports for seconds).
+DAYS_PER_WORKER = 30
 
 
 def _missing_runs(
@@ -128,17 +133,35 @@ def _checked_days(cube: Cube, ds: xr.Dataset, source: str, version: str) -> list
 
 
 def _ensure_real(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> int:
-    """Ingest the configured gridded sources for the days of start..end, several at once."""
-    sources = dep.gridded_sources(cube=cube)
+    """Ingest the configured gridded sources for the days of start..end: in this process, or
+    for a long range in ``ingest_workers`` processes, each a contiguous part (the readers'
+    C libraries, netCDF, HDF5 and HDF4, are not thread-safe; each day is its own cube chunk
+    and manifest, so processes never write the same file)."""
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    opts = ingest_options(dep)
+    workers = min(dep.settings.sources.ingest_workers, len(days) // DAYS_PER_WORKER)
+    if workers <= 1:
+        _ingest_days(dep, cube, days)
+        return len(days)
+    size = -(-len(days) // workers)
+    parts = [days[i : i + size] for i in range(0, len(days), size)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(parts), mp_context=context, initializer=setup_logging,
+                             initargs=current_setup()) as pool:  # fmt: skip
+        list(pool.map(_ingest_part, [dep.settings] * len(parts), parts))
+    return len(days)
 
-    def one(day: dt.date) -> None:
+
+def _ingest_days(dep: Deployment, cube: Cube, days: list[dt.date]) -> None:
+    sources = dep.gridded_sources(cube=cube)
+    opts = ingest_options(dep)
+    for day in days:
         ingest_day(cube, sources, day, dep.grid, dep.domain, opts)
 
-    with ThreadPoolExecutor(max_workers=dep.settings.sources.ingest_workers) as pool:
-        list(pool.map(one, days))
-    return len(days)
+
+def _ingest_part(settings: Settings, days: list[dt.date]) -> None:
+    """A worker process's part of :func:`_ensure_real`."""
+    dep = Deployment(settings)
+    _ingest_days(dep, dep.open_cube(), days)
 
 
 def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:

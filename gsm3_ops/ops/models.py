@@ -40,7 +40,7 @@ def bundle_key(dep: Deployment) -> str:
     parts = {
         "grid": s.grid,
         "region": s.region.model_dump() if s.region else None,
-        "sources": s.sources.model_dump(),
+        "sources": s.sources.model_dump(mode="json"),
         "model": s.model.model_dump(exclude={"bundle"}),
         "training": s.training.model_dump(mode="json"),
     }

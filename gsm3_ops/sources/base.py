@@ -23,7 +23,6 @@ class Source(Protocol):
 
     name: str
     provides: tuple[str, ...]  # registry names this source fills
-    options: Any  # the source's validated settings; ``options.archive``: a local archive
 
     def first_date(self) -> dt.date:
         """The earliest date the source serves."""
@@ -79,6 +78,8 @@ class GriddedSource(Source, Protocol):
     The download client (``cdsapi.Client``, the ``earthaccess`` module, an HTTP session) is
     injected in the constructor so tests can check the exact request and hand back real files.
     """
+
+    options: Any  # the source's validated settings; ``options.archive``: a local archive
 
     def fetch(self, day: dt.date, workdir: Path) -> Granule:
         """Download the raw files for ``day`` into ``workdir``."""

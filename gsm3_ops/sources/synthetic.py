@@ -325,9 +325,14 @@ class SyntheticSource:
         }
         return xr.Dataset(data, attrs=self._attrs())
 
-    def static(self, grid: EaseGrid, window: Window) -> xr.Dataset:
-        """The 17 statics, float32 (y, x), long-term means over the reference period."""
+    def static(self, grid: EaseGrid, window: Window, long_term: bool = True) -> xr.Dataset:
+        """The 17 statics, float32 (y, x), long-term means over the reference period; without
+        ``long_term``, the 11 raster statics only (no five-year run for the means)."""
         w = self._window(grid, window)
+        if not long_term:
+            names = [n for n in STATICS if n in w.world.statics]
+            return xr.Dataset({n: self._static_array(w, n, w.world.statics[n]) for n in names},
+                              attrs=self._attrs())  # fmt: skip
         if w.statics is None:
             values = {
                 n: np.asarray(w.world.statics[n], dtype=F32)
@@ -335,16 +340,7 @@ class SyntheticSource:
                 if n in w.world.statics
             }
             values |= self._long_term_means(w)
-            data = {}
-            for n in STATICS:
-                v = REGISTRY[n]
-                arr = np.where(w.land, np.clip(values[n], v.valid_min, v.valid_max), np.nan)
-                data[n] = xr.DataArray(
-                    arr.astype(F32),
-                    dims=("y", "x"),
-                    coords=w.coords,
-                    attrs={"units": v.units, "long_name": v.long_name},
-                )
+            data = {n: self._static_array(w, n, values[n]) for n in STATICS}
             attrs = self._attrs() | {
                 "reference_period": "/".join(d.isoformat() for d in REFERENCE_PERIOD)
             }
@@ -424,6 +420,13 @@ class SyntheticSource:
         )
 
     # ------------------------------------------------------------ internals
+
+    def _static_array(self, w: _Window, name: str, values: np.ndarray) -> xr.DataArray:
+        """A static in registry range over land, NaN over the sea."""
+        v = REGISTRY[name]
+        arr = np.where(w.land, np.clip(values, v.valid_min, v.valid_max), np.nan)
+        attrs = {"units": v.units, "long_name": v.long_name}
+        return xr.DataArray(arr.astype(F32), dims=("y", "x"), coords=w.coords, attrs=attrs)
 
     def _check(self, start, end) -> tuple[dt.date, dt.date]:
         start, end = _as_date(start), _as_date(end)
