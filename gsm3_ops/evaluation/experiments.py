@@ -40,7 +40,7 @@ from gsm3_ops.evaluation.scores import EvaluationError, Scores, scores_from_seri
 from gsm3_ops.model.bundle import Bundle, load_bundle
 from gsm3_ops.model.device import pick_device
 from gsm3_ops.ops.deployment import Deployment
-from gsm3_ops.ops.ingest import ensure_days
+from gsm3_ops.ops.ingest import ensure_days, ensure_ranges
 from gsm3_ops.ops.lock import run_lock
 from gsm3_ops.training.dataset import CellSet
 from gsm3_ops.training.ensemble import build_bundle
@@ -80,7 +80,8 @@ def run_experiment(
     train_period = (t.start, t.end)
     score = (t.test_start, t.test_end) if kind == "temporal" else train_period
     first = min(train_period[0], score[0] - dt.timedelta(days=warm))
-    ensure_days(dep, cube, first, max(train_period[1], score[1]))
+    last = max(train_period[1], score[1])
+    ensure_ranges(dep, cube, [(first, last)], insitu=(first, last))
     sites = site_table(cube, opts.against, dep.land_cells, s.regions)
     cells = (g_rows, g_cols)
     if kind == "random-kfold":

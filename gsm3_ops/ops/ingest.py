@@ -18,8 +18,14 @@ from gsm3_ops.cube import Cube, status_of
 from gsm3_ops.errors import SourceError
 from gsm3_ops.logs import current_setup, setup_logging
 from gsm3_ops.ops import ingest_other
-from gsm3_ops.ops.deployment import Deployment, RunError
-from gsm3_ops.ops.ingest_day import IngestOptions, Retry, ingest_day, ingest_range
+from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.ingest_day import (
+    IngestOptions,
+    Retry,
+    already_ingested,
+    ingest_day,
+    ingest_range,
+)
 from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 from gsm3_ops.sources.checks import check_gridded
 from gsm3_ops.variables import feature_set
@@ -53,24 +59,42 @@ def _missing_runs(
 def ensure_static(dep: Deployment, cube: Cube) -> None:
     """Write the static attributes when the cube does not have them all.
 
-    The synthetic world makes them; a real deployment derives them once from the operator's
-    rasters (``gsm3-ops ingest --source static``), so their absence is an error here.
+    The synthetic world makes them. A real deployment derives them from the static source
+    (the default providers' rasters, an archive of them, or the operator's own) and the
+    long-term means from the cube, after ingesting the long-term period's days
+    (``sources.options.static.long_term_start..end``, by default the training period).
     """
     _, statics = _feature_names(dep)
     missing = sorted(set(statics) - set(cube.variables("static")))
     if dep.settings.sources.kind != "synthetic":
         if missing:
-            raise RunError(
-                f"the cube {cube.path} lacks the static attributes {', '.join(missing)}: "
-                "ingest them once with `gsm3-ops ingest --source static` "
-                "(docs/static-attributes.md)"
-            )
+            _derive_static(dep, cube)
         return
     src = dep.source
     version = src.version(dep.settings.cube.start)
     # A world upgrade (a new synthetic version) rewrites statics written by the old one.
     if missing or _other_version(cube.static_manifest(), src.name, version):
         cube.write_static(src.static(dep.grid, dep.domain), source=src.name, version=version)
+
+
+def static_options(dep: Deployment) -> dict:
+    """The static source's options, its long-term period defaulting to the training period."""
+    s = dep.settings
+    options = dict(s.sources.options.get(STATIC) or {})
+    options.setdefault("long_term_start", s.training.start)
+    options.setdefault("long_term_end", s.training.end)
+    return options
+
+
+def _derive_static(dep: Deployment, cube: Cube) -> None:
+    options = static_options(dep)
+    first = dt.date.fromisoformat(str(options["long_term_start"]))
+    last = dt.date.fromisoformat(str(options["long_term_end"]))
+    log.info("deriving the static attributes (long-term means over %s..%s)", first, last)
+    _ensure_real(dep, cube, first, last)
+    version = ingest_other.ingest_static(cube, options, dep.grid, dep.domain,
+                                         raw_dir=dep.raw_dir)  # fmt: skip
+    log.info("static attributes written: %s", version)
 
 
 def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> int:
@@ -80,10 +104,36 @@ def ensure_days(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> in
     return ensure_ranges(dep, cube, [(start, end)])
 
 
-def ensure_ranges(dep: Deployment, cube: Cube, ranges: Sequence[tuple[dt.date, dt.date]]) -> int:
-    """:func:`ensure_days` over several date ranges (overlaps merged), statics first."""
+def ensure_ranges(
+    dep: Deployment,
+    cube: Cube,
+    ranges: Sequence[tuple[dt.date, dt.date]],
+    insitu: tuple[dt.date, dt.date] | None = None,
+) -> int:
+    """:func:`ensure_days` over several date ranges (overlaps merged), then the statics when
+    the cube lacks them, then (``insitu``, a training period) the in-situ sources over it."""
+    if dep.settings.sources.kind == "synthetic":
+        ensure_static(dep, cube)
+        return sum(_ensure_range(dep, cube, a, b) for a, b in _merged(ranges))
+    n = sum(_ensure_real(dep, cube, a, b) for a, b in _merged(ranges))
     ensure_static(dep, cube)
-    return sum(_ensure_range(dep, cube, a, b) for a, b in _merged(ranges))
+    if insitu is not None:
+        ensure_insitu(dep, cube, *insitu)
+    return n
+
+
+def ensure_insitu(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> None:
+    """Write the configured in-situ sources' stations for start..end (a training period); a
+    source that fails is logged, and training goes on with what the cube holds."""
+    s = dep.settings
+    for src in dep.insitu_sources():
+        o = ingest_other.ingest_insitu(cube, src, start, end, dep.grid, dep.domain, s.regions,
+                                       workdir=dep.raw_dir)  # fmt: skip
+        if o.status == "failed":
+            log.error("%s %s..%s: %s", src.name, start, end, o.error)
+        else:
+            log.info("%s %s..%s: %d sites (%d left out)", src.name, start, end, o.n_sites,
+                     len(o.skipped))  # fmt: skip
 
 
 def _merged(ranges: Sequence[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
@@ -138,10 +188,13 @@ def _ensure_real(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> i
     C libraries, netCDF, HDF5 and HDF4, are not thread-safe; each day is its own cube chunk
     and manifest, so processes never write the same file)."""
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    workers = min(dep.settings.sources.ingest_workers, len(days) // DAYS_PER_WORKER)
+    sources = dep.gridded_sources(cube=cube)
+    todo = [d for d in days if not all(already_ingested(cube, src, d) for src in sources)]
+    workers = min(dep.settings.sources.ingest_workers, len(todo) // DAYS_PER_WORKER)
     if workers <= 1:
-        _ingest_days(dep, cube, days)
+        _ingest_days(dep, cube, todo)
         return len(days)
+    days = todo
     size = -(-len(days) // workers)
     parts = [days[i : i + size] for i in range(0, len(days), size)]
     context = multiprocessing.get_context("spawn")
@@ -232,7 +285,7 @@ def ingest_sources(
         lines += [IngestLine("skipped", f"{span} {o.source:<10} skipped   {p}: {why}")
                   for p, why in o.skipped]  # fmt: skip
     if STATIC in names:
-        options = dict(s.sources.options.get(STATIC, {}))
+        options = static_options(dep)
         if from_dir is not None:
             options["archive"] = from_dir
         version = ingest_other.ingest_static(cube, options, dep.grid, dep.domain,

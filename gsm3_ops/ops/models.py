@@ -25,7 +25,7 @@ from gsm3_ops.cube import MISSING, Cube
 from gsm3_ops.errors import InputError, UsageError
 from gsm3_ops.model.bundle import Bundle, load_bundle
 from gsm3_ops.ops.deployment import Deployment, RunError
-from gsm3_ops.ops.ingest import ensure_days
+from gsm3_ops.ops.ingest import ensure_ranges
 from gsm3_ops.ops.lock import run_lock
 from gsm3_ops.training.dataset import CellSet
 from gsm3_ops.training.ensemble import build_bundle
@@ -125,7 +125,7 @@ def train(
     t = dep.settings.training
     with run_lock(dep.settings.data_root):
         cube = dep.open_cube()
-        ensure_days(dep, cube, t.start, t.end)
+        ensure_ranges(dep, cube, [(t.start, t.end)], insitu=(t.start, t.end))
         return _build(dep, cube, Path(out), members=members, folds=folds, progress=progress)
 
 

@@ -74,6 +74,7 @@ class DayPlan:
     ranges: list[tuple[dt.date, dt.date]]
     predictor: DayPredictor | None
     start: Start | None
+    training: tuple[dt.date, dt.date] | None = None  # the period to train on first
 
 
 def run(
@@ -132,7 +133,7 @@ def run_day(
             )  # fmt: skip
         try:
             plan = plan_day(dep, cube, day)
-            ensure_ranges(dep, cube, plan.ranges)
+            ensure_ranges(dep, cube, plan.ranges, insitu=plan.training)
             doc = cube.manifest(day)
             missing = missing_inputs(dep.required_inputs(), doc)
             if missing and not provisional:
@@ -166,7 +167,8 @@ def plan_day(dep: Deployment, cube: Cube, day: dt.date) -> DayPlan:
     bundle = existing_bundle(dep)
     if bundle is None:
         cold_first = day - dt.timedelta(days=s.inference.spinup_days - 1)
-        return DayPlan([(s.training.start, s.training.end), (cold_first, day)], None, None)
+        period = (s.training.start, s.training.end)
+        return DayPlan([period, (cold_first, day)], None, None, period)
     predictor = _predictor(dep, cube, bundle)
     start = predictor.plan(day)  # refuses a state store of another bundle or domain
     return DayPlan([(start.first_input, day)], predictor, start)

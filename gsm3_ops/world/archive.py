@@ -15,9 +15,10 @@ One folder per source under ``world.archive`` (the demo profile points each sour
 | ``static/`` | GLO-90 DEM, SoilGrids, WorldCover tiles, an NDVI mean | ``world/static.py`` |
 
 ERA5's precipitation of a day ends at 24:00 and ERA5-Land's radiation at 00 UTC of the
-next day, so the world writes one day past ``world.end``: the archive then serves
+next day, so the world writes one day past ``world.end`` (ERA5 and ERA5-Land in one pass, so
+that each month's first file step holds the previous day's totals): the archive then serves
 ``world.start..world.end`` for every source. Writing is idempotent and resumable: finished
-months are listed in ``world.json`` with the world's version and the window, and a changed
+parts are listed in ``world.json`` with the world's version and the window, and a changed
 world or window starts the archive afresh.
 """
 
@@ -70,17 +71,21 @@ def write_world(settings: Settings) -> Path:
         static.write_static(_rasters(src, grid, window), grid, window, root / "static")
         done.append("static")
         _save(root, identity, done)
+    fields = src.forcing(grid, window, w.start, last)
+    if "era5" not in done:  # whole months, each day's accumulations ending in the next day
+        era5.write_era5(fields, grid, window, root / "era5")
+        era5.write_era5_land(fields, grid, window, root / "era5_land")
+        done.append("era5")
+        _save(root, identity, done)
     for a, b in _months(w.start, last):
         key = f"{a:%Y-%m}..{b.isoformat()}"
         if key in done:
             continue
         log.info("world: writing %s..%s", a, b)
-        fields = src.forcing(grid, window, a, b)
-        era5.write_era5(fields, grid, window, root / "era5")
-        era5.write_era5_land(fields, grid, window, root / "era5_land")
-        imerg.write_imerg(fields, grid, window, root / "imerg", late_after=recent)
-        mswep.write_mswep(fields, grid, window, root / "mswep", nrt_after=recent)
-        modis.write_days(root / "modis", fields, grid, window)
+        month = fields.sel(time=slice(str(a), str(b)))
+        imerg.write_imerg(month, grid, window, root / "imerg", late_after=recent)
+        mswep.write_mswep(month, grid, window, root / "mswep", nrt_after=recent)
+        modis.write_days(root / "modis", month, grid, window)
         smap.write_granules(src.smap(grid, window, a, b), grid, window, root / "smap", w.seed)
         done.append(key)
         _save(root, identity, done)
