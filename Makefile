@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (set up, then run the daily job on the demo profile) and
+# Two entry points: `make demo` (set up, write the demo's archive, run the daily job) and
 # `make test` (set up, then lint and test). Both create or reuse .venv.
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,cluster]'
 	touch $(STAMP)
 
+# The demo's inputs are a local archive in the providers' formats that the synthetic world
+# writes once (resumable); the run then takes the production path through the real readers.
 demo: $(STAMP)
+	$(BIN)/gsm3-ops world
 	$(BIN)/gsm3-ops run
 
 lint: $(STAMP)

@@ -30,8 +30,9 @@ def roots(tmp_path, monkeypatch):
     [
         (["run", "--date", "2021-13-01"], "--date '2021-13-01' is not a date"),
         (["run", "--date", "yesterday"], "--date 'yesterday' is not a date"),
-        (["run", "--date", "1990-01-01"], "not 1990-01-01"),
-        (["run", "--date", "2999-01-01"], "not 2999-01-01"),
+        # The demo profile reads its archive, which only `gsm3-ops world` writes.
+        (["run", "--date", "1990-01-01"], "archive: gsm3-demo/archive/mswep is not a folder"),
+        (["run"], "(`gsm3-ops world` writes it; `make demo` does both)"),
         (["run", "--profile", "mars"], "unknown profile 'mars'"),
     ],
 )
@@ -57,11 +58,14 @@ def test_unknown_key_and_unreadable_file(roots) -> None:
     assert unreadable.exit_code == 2 and "cannot read config file" in unreadable.stderr
 
 
-def test_global_profile_without_statics_says_how_to_ingest_them(roots) -> None:
+def test_global_profile_without_credentials_stops_at_once(roots, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(roots))  # no ~/.cdsapirc, no ~/.netrc
+    for name in ("CDSAPI_URL", "CDSAPI_KEY", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
     result = runner.invoke(app, ["run", "--profile", "global", "--date", "2021-01-01"])
-    assert result.exit_code == 2  # before any fetch: the real sources need their statics first
-    assert "lacks the static attributes" in result.stderr
-    assert "gsm3-ops ingest --source static" in result.stderr
+    assert result.exit_code == 2, result.output  # configuration: not retried, no day failed
+    lines = result.stderr.strip().splitlines()
+    assert "no CDS credentials" in lines[-1] and "CDSAPI_KEY" in lines[-1]
 
 
 def test_train_writes_a_loadable_bundle(tmp_path, monkeypatch) -> None:

@@ -141,7 +141,8 @@ def test_failing_source_on_ingest_is_a_failed_line(tmp, monkeypatch) -> None:
         raise SourceError("CDS unreachable: connection refused")
 
     monkeypatch.setattr(Era5Source, "fetch", down)
-    config = _config(tmp, sources={"kind": "real", "fetch_attempts": 1})
+    fetching = {"era5": {"archive": None}}  # not the demo's archive: fetch (from a dead CDS)
+    config = _config(tmp, sources={"kind": "real", "fetch_attempts": 1, "options": fetching})
     result = runner.invoke(app, ["ingest", "--source", "era5", "--date", "2020-03-01",
                                  "--config", str(config), "--quiet"])  # fmt: skip
     assert result.exit_code == 1, result.output

@@ -11,7 +11,8 @@ from gsm3_ops.errors import ConfigError
 def test_demo_profile_is_default_and_keeps_paper_hyperparameters(monkeypatch) -> None:
     monkeypatch.delenv("GSM3_CONFIG", raising=False)
     s = load_settings()
-    assert s.profile == "demo" and s.sources.kind == "synthetic"
+    assert s.profile == "demo" and s.sources.kind == "real" and s.world is not None
+    assert s.sources.options["era5"]["archive"] == "gsm3-demo/archive/era5"
     assert (s.model.hidden_size, s.model.dropout) == (256, 0.5)
     assert (s.training.batch_size, s.training.seq_len) == (128, 365)
     assert s.data_root.is_absolute()

@@ -22,6 +22,9 @@ runner = CliRunner()
 
 TINY_EVAL = {
     "region": {"lon_min": 35.0, "lat_min": -1.0, "lon_max": 36.0, "lat_max": 0.0},
+    # The synthetic world served in memory (sources.kind: synthetic): the fast path these
+    # tests share; the real-format archive path is tests/test_production_path.py.
+    "sources": {"kind": "synthetic"},
     "model": {"hidden_size": 8},
     "training": {
         "start": "2019-04-01", "end": "2019-05-31", "test_start": "2019-06-01",

@@ -36,6 +36,7 @@ SECRETS = ("FAKE-ERA5-KEY-7f3a9c", "fake-earthdata-user", "FAKE-EARTHDATA-PASSWO
 TINY = {
     "region": {"lon_min": 38.5, "lat_min": -4.0, "lon_max": 39.0, "lat_max": -3.5},
     "sources": {
+        "kind": "synthetic",  # the in-memory world; the archive path: test_production_path.py
         "options": {
             "era5": {"key": SECRETS[0]},
             "smap": {"username": SECRETS[1], "password": SECRETS[2]},

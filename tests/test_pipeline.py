@@ -24,6 +24,9 @@ DAY = dt.date(2020, 3, 1)
 TINY = {
     # A coastal window near Mombasa: land and Indian Ocean.
     "region": {"lon_min": 39.0, "lat_min": -4.6, "lon_max": 40.0, "lat_max": -3.6},
+    # The synthetic world served in memory (sources.kind: synthetic): the fast path these
+    # tests share; the real-format archive path is tests/test_production_path.py.
+    "sources": {"kind": "synthetic"},
     "model": {"hidden_size": 16},
     "training": {
         "start": "2019-06-01", "end": "2019-12-31", "seq_len": 60, "batch_size": 16,

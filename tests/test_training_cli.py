@@ -15,6 +15,9 @@ runner = CliRunner()
 SMALL = {
     # A coastal window near Mombasa (land and sea), a short period, a tiny network.
     "region": {"lon_min": 39.0, "lat_min": -4.6, "lon_max": 40.0, "lat_max": -3.6},
+    # The synthetic world served in memory (sources.kind: synthetic): the fast path these
+    # tests share; the real-format archive path is tests/test_production_path.py.
+    "sources": {"kind": "synthetic"},
     "model": {"hidden_size": 8},
     "training": {
         "start": "2019-06-01", "end": "2019-07-20", "seq_len": 30, "batch_size": 8,

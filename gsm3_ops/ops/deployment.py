@@ -96,8 +96,17 @@ class Deployment:
             raise RunError(str(exc)) from None
 
     def _options(self, name: str) -> dict:
-        """A source's config options; ERA5 requests default to the domain's box."""
+        """A source's config options; ERA5 requests default to the domain's box. An archive
+        that is not a folder is a configuration error, named with how the demo makes its."""
         opts = dict(self.settings.sources.options.get(name) or {})
+        archive = opts.get("archive")
+        if archive is not None and not Path(archive).is_dir():
+            hint = (
+                " (`gsm3-ops world` writes it; `make demo` does both)"
+                if self.settings.world
+                else ""
+            )
+            raise RunError(f"sources.options.{name}.archive: {archive} is not a folder{hint}")
         if name in ("era5", "era5_land") and "area" not in opts and self.settings.region:
             from gsm3_ops.sources.era5 import window_area
 

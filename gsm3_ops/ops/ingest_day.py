@@ -30,6 +30,7 @@ from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.secrets import redact
 from gsm3_ops.sources.base import (
     CorruptFileError,
+    CredentialsError,
     DateNotServedError,
     Granule,
     GriddedSource,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 # Failures that another try will not change: the date is not served yet, or the file is bad.
-PERMANENT = (DateNotServedError, CorruptFileError, MissingVariableError)
+PERMANENT = (DateNotServedError, CorruptFileError, MissingVariableError, CredentialsError)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ def ingest_source(
         land = land_mask(grid, window)
         notes = (*granule.notes, *check_gridded(gridded, source.name, land, opts.min_coverage))
         cube.write(group, gridded, source=source.name, version=version, notes=notes)
+    except CredentialsError:
+        raise  # configuration, not the day: every later day would fail the same way
     except (SourceError, CubeError, OSError) as exc:
         message = redact(f"{type(exc).__name__}: {exc}")
         log.error("%s %s: %s", source.name, day.isoformat(), message)

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import xarray as xr
 
-from gsm3_ops.errors import SourceError
+from gsm3_ops.errors import SourceError, UsageError
 from gsm3_ops.grid import EaseGrid, Window
 
 
@@ -45,6 +45,11 @@ def check_served(source: Source, day: dt.date, today: dt.date) -> None:
             f"source {source.name!r} serves {first.isoformat()}..{last.isoformat()}, "
             f"not {day.isoformat()}"
         )
+
+
+class CredentialsError(SourceError, UsageError):
+    """A source's credentials are missing or refused: a configuration error (exit 2) that
+    no retry and no other day will change, so ingestion stops at the first one."""
 
 
 class CorruptFileError(SourceError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from gsm3_ops.errors import SourceError
 from gsm3_ops.secrets import MASK, redact
-from gsm3_ops.sources.base import DateNotServedError
+from gsm3_ops.sources.base import CredentialsError, DateNotServedError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ CREDENTIAL_VARS = ("EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "EARTHDATA_TOKEN"
 LOGIN_STRATEGIES = ("environment", "netrc")
 
 
-class EarthdataLoginError(SourceError):
+class EarthdataLoginError(CredentialsError):
     """No Earthdata Login credentials were found, or they were rejected."""
 
 

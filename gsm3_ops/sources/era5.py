@@ -39,7 +39,7 @@ from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.regrid import latlon_to_ease
 from gsm3_ops.secrets import MASK, redact
 from gsm3_ops.sources import grib
-from gsm3_ops.sources.base import DateNotServedError, Granule, check_served
+from gsm3_ops.sources.base import CredentialsError, DateNotServedError, Granule, check_served
 from gsm3_ops.sources.era5_daily import day_value
 from gsm3_ops.sources.era5_files import (
     FROM_00,
@@ -267,7 +267,7 @@ class _CdsSource(ABC):
             try:
                 self._client = cdsapi.Client(quiet=True, progress=False)
             except Exception as exc:  # cdsapi raises a bare Exception for missing credentials
-                raise SourceError(
+                raise CredentialsError(
                     f"{self.name}: no CDS credentials ({self._scrub(str(exc))}); set CDSAPI_URL "
                     "and CDSAPI_KEY or write ~/.cdsapirc, and accept each dataset's licence"
                 ) from None
