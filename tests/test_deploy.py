@@ -19,10 +19,13 @@ from gsm3_ops.ops.deployment import Deployment
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["demo", "global"])
+@pytest.mark.parametrize("name", ["demo", "global", "archive"])
 def test_example_configs_resolve(name: str) -> None:
     settings = load_settings(ROOT / "deploy" / "config" / f"{name}.yaml")
-    assert settings.profile == name
+    assert settings.profile == ("global" if name == "archive" else name)
+    if name != "global":  # every input from a local archive: nothing to fetch
+        names = (*settings.sources.gridded, *settings.sources.insitu, "static")
+        assert all(settings.sources.options[n]["archive"] for n in names)
     if name == "global":
         dep = Deployment(settings)
         assert [s.name for s in dep.gridded_sources()] == list(settings.sources.gridded)
