@@ -19,6 +19,7 @@ from gsm3_ops.grid import M09, M36, EaseGrid, Window
 from gsm3_ops.ops.ingest_day import IngestOptions, ingest_source
 from gsm3_ops.sources.base import (
     CorruptFileError,
+    CredentialsError,
     DateNotServedError,
     Granule,
     GriddedSource,
@@ -341,12 +342,14 @@ def test_credential_failure_recorded_without_secrets(
     )
     domain = Window(800, 2300, 16, 16)
     cube = Cube.create(tmp_path / "cube.zarr", M09, domain, DAY, DAY, tile_size=16)
-    outcome = ingest_source(
-        cube, SmapSource(client=fake), DAY, M09, domain, IngestOptions(tmp_path / "w")
-    )
-    assert outcome.status == "failed" and "Earthdata login failed" in outcome.error
+    # Credentials are configuration: the ingest stops (exit 2), the day's failure recorded.
+    with pytest.raises(CredentialsError, match="Earthdata login failed") as raised:
+        ingest_source(
+            cube, SmapSource(client=fake), DAY, M09, domain, IngestOptions(tmp_path / "w")
+        )
     recorded = str(cube.manifest(DAY)["failures"])
-    for text in (outcome.error, recorded):
+    assert "Earthdata login failed" in recorded
+    for text in (str(raised.value), recorded):
         assert token not in text and "smap-user-q9" not in text
     assert np.isnan(cube.read("smap", ["smap"], DAY, DAY)["smap"].values).all()
 

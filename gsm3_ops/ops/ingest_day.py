@@ -167,12 +167,12 @@ def ingest_source(
         land = land_mask(grid, window)
         notes = (*granule.notes, *check_gridded(gridded, source.name, land, opts.min_coverage))
         cube.write(group, gridded, source=source.name, version=version, notes=notes)
-    except CredentialsError:
-        raise  # configuration, not the day: every later day would fail the same way
     except (SourceError, CubeError, OSError) as exc:
         message = redact(f"{type(exc).__name__}: {exc}")
         log.error("%s %s: %s", source.name, day.isoformat(), message)
         cube.record_failure(day, group=group, source=source.name, version=version, error=message)
+        if isinstance(exc, CredentialsError):  # every later day would fail the same way
+            raise type(exc)(redact(str(exc))) from None
         return Outcome(source.name, day, "failed", version, error=message)
     if not opts.keep_raw:
         shutil.rmtree(raw, ignore_errors=True)  # only fetched files: archives are not touched

@@ -75,6 +75,14 @@ class ArchiveIndex:
             )
         return files
 
+    def span(self, what: str = "file") -> Span:
+        """The first and last day the archive covers; :class:`DateNotServedError` naming
+        ``what`` was looked for when it holds none of the source's files."""
+        first, last = self.first_day(), self.last_day()
+        if first is None or last is None:
+            raise DateNotServedError(f"{self.source}: no {what} in the archive {self.root}")
+        return first, last
+
     def last_day(self) -> dt.date | None:
         """The latest day any file covers (None for an archive without the source's files)."""
         spans = self.spans().values()

@@ -300,13 +300,7 @@ class IsmnSource:
         return self._archive_span()[1]
 
     def _archive_span(self) -> tuple[dt.date, dt.date]:
-        first, last = self._index.first_day(), self._index.last_day()
-        if first is None or last is None:
-            raise DateNotServedError(
-                f"ISMN: no {self.options.variable!r} data file within the depth range in the "
-                f"archive {self._index.root}"
-            )
-        return first, last
+        return self._index.span(f"{self.options.variable!r} data file within the depth range")
 
     def _span_of(self, path: Path) -> tuple[dt.date, dt.date] | None:
         """The days of a candidate data file (or of every candidate in a zip archive)."""

@@ -266,13 +266,7 @@ class UscrnSource:
         return self._archive_span()[1]
 
     def _archive_span(self) -> tuple[dt.date, dt.date]:
-        first, last = self._index.first_day(), self._index.last_day()
-        if first is None or last is None:
-            raise DateNotServedError(
-                f"USCRN: no CRND0103-<year>-<station>.txt daily01 file in the archive "
-                f"{self._index.root}"
-            )
-        return first, last
+        return self._index.span("CRND0103-<year>-<station>.txt daily01 file")
 
     def _span_of(self, path: Path) -> tuple[dt.date, dt.date] | None:
         """The first and last LST_DATE of a configured station's daily01 file, else None."""
