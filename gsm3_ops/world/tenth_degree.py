@@ -35,15 +35,5 @@ def sample(
     margin: int = 2,
 ) -> np.ndarray:
     """``values`` (..., rows, cols) on the pixels (..., lat, lon), float32: each pixel the
-    mean of the valid cells ``to_latlon`` gives it, NaN where it has none.
-
-    ``to_latlon`` alone makes a pixel NaN when any of its cells is (a pixel on the coast
-    holding a sea cell and a land cell); the valid cells' mean keeps the land's rain there,
-    as a provider's product has it.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    valid = np.isfinite(values)
-    total = to_latlon(np.where(valid, values, 0.0), grid, window, lat, lon, margin)
-    share = to_latlon(valid.astype(np.float64), grid, window, lat, lon, margin)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(share > 0, total / share, np.nan).astype(np.float32)
+    mean of its valid cells (``to_latlon``), NaN where it has none."""
+    return to_latlon(values, grid, window, lat, lon, margin).astype(np.float32)
