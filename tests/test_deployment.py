@@ -107,3 +107,8 @@ def test_run_requires_exactly_the_sources_the_configured_bundle_reads(tmp_path: 
     dep = _settings(tmp_path, model__bundle=str(where))  # MSWEP, IMERG, MODIS configured too
     assert dep.input_source_names() == ("era5", "era5_land")
     assert dep.required_inputs() == ("forcing/era5", "forcing/era5_land")
+
+
+def test_a_real_deployment_has_no_hidden_truth(dep: Deployment) -> None:
+    with pytest.raises(RunError, match="reads real data, which has no hidden truth"):
+        dep.source  # noqa: B018

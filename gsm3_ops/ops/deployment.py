@@ -63,14 +63,18 @@ class Deployment:
 
     @cached_property
     def source(self) -> SyntheticSource:
-        """The synthetic world that serves every input of a demo deployment."""
-        cfg = self.settings.sources
-        if cfg.kind != "synthetic":
-            raise RunError(
-                "this needs the synthetic world (sources.kind: synthetic, the demo profile); "
-                "this deployment uses the real sources (gridded_sources, insitu_sources)"
-            )
-        return SyntheticSource(seed=cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
+        """The synthetic world: the in-memory source of ``sources.kind: synthetic``, or the
+        world whose archive the deployment reads (``world:``, the demo), for its hidden truth
+        (``evaluate --against truth``, ``benchmarks/demo_skill``)."""
+        cfg, world = self.settings.sources, self.settings.world
+        if cfg.kind == "synthetic":
+            return SyntheticSource(cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
+        if world is not None:
+            return SyntheticSource(world.seed)
+        raise RunError(
+            "this needs the synthetic world (a world: section, as in the demo profile); this "
+            "deployment reads real data, which has no hidden truth"
+        )
 
     def gridded_sources(
         self, names: tuple[str, ...] | None = None, cube: Cube | None = None
