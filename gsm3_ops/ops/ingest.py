@@ -26,6 +26,7 @@ from gsm3_ops.ops.ingest_day import (
     ingest_day,
     ingest_range,
 )
+from gsm3_ops.sources.base import GriddedSource
 from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 from gsm3_ops.sources.checks import check_gridded
 from gsm3_ops.variables import feature_set
@@ -192,20 +193,20 @@ def _ensure_real(dep: Deployment, cube: Cube, start: dt.date, end: dt.date) -> i
     todo = [d for d in days if not all(already_ingested(cube, src, d) for src in sources)]
     workers = min(dep.settings.sources.ingest_workers, len(todo) // DAYS_PER_WORKER)
     if workers <= 1:
-        _ingest_days(dep, cube, todo)
-        return len(days)
-    days = todo
-    size = -(-len(days) // workers)
-    parts = [days[i : i + size] for i in range(0, len(days), size)]
+        _ingest_days(dep, cube, sources, todo)
+        return len(todo)
+    size = -(-len(todo) // workers)
+    parts = [todo[i : i + size] for i in range(0, len(todo), size)]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(len(parts), mp_context=context, initializer=setup_logging,
                              initargs=current_setup()) as pool:  # fmt: skip
         list(pool.map(_ingest_part, [dep.settings] * len(parts), parts))
-    return len(days)
+    return len(todo)
 
 
-def _ingest_days(dep: Deployment, cube: Cube, days: list[dt.date]) -> None:
-    sources = dep.gridded_sources(cube=cube)
+def _ingest_days(
+    dep: Deployment, cube: Cube, sources: list[GriddedSource], days: list[dt.date]
+) -> None:
     opts = ingest_options(dep)
     for day in days:
         ingest_day(cube, sources, day, dep.grid, dep.domain, opts)
@@ -214,7 +215,8 @@ def _ingest_days(dep: Deployment, cube: Cube, days: list[dt.date]) -> None:
 def _ingest_part(settings: Settings, days: list[dt.date]) -> None:
     """A worker process's part of :func:`_ensure_real`."""
     dep = Deployment(settings)
-    _ingest_days(dep, dep.open_cube(), days)
+    cube = dep.open_cube()
+    _ingest_days(dep, cube, dep.gridded_sources(cube=cube), days)
 
 
 def _feature_names(dep: Deployment) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -35,7 +35,8 @@ import numpy as np
 import xarray as xr
 
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.world.tenth_degree import STEP, pixels, sample
+from gsm3_ops.world.sample import to_latlon
+from gsm3_ops.world.tenth_degree import STEP, pixels
 
 VARIABLE = "precip_imerg"
 FILL = np.float32(-9999.9)
@@ -87,7 +88,8 @@ def write_imerg(
     if da.dims != ("time", "y", "x") or da.shape[1:] != window.shape:
         raise ValueError(f"{VARIABLE}: dims {da.dims} {da.shape}, expected (time, y, x) {window}")
     lat, lon = pixels(grid, window, margin)
-    daily = sample(da.values, grid, window, lat, lon, margin)  # (time, lat, lon)
+    # (time, lat, lon): each pixel the mean of its valid cells
+    daily = to_latlon(da.values, grid, window, lat, lon, margin).astype(np.float32)
     days = [dt.date.fromisoformat(str(t)[:10]) for t in da["time"].values.astype("datetime64[D]")]
     written: list[Path] = []
     for k, day in enumerate(days):

@@ -29,7 +29,8 @@ import numpy as np
 import xarray as xr
 
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.world.tenth_degree import STEP, pixels, sample
+from gsm3_ops.world.sample import to_latlon
+from gsm3_ops.world.tenth_degree import STEP, pixels
 
 VARIABLE = "precip_mswep"
 HISTORY = "synthetic: written by gsm3_ops.world.mswep from the gsm3-ops synthetic world"
@@ -76,7 +77,8 @@ def write_mswep(
     if da.dims != ("time", "y", "x") or da.shape[1:] != window.shape:
         raise ValueError(f"{VARIABLE}: dims {da.dims} {da.shape}, expected (time, y, x) {window}")
     lat, lon = pixels(grid, window, margin)
-    daily = sample(da.values, grid, window, lat, lon, margin)[:, ::-1]  # north to south
+    daily = to_latlon(da.values, grid, window, lat, lon, margin).astype(np.float32)
+    daily = daily[:, ::-1]  # north to south
     lat = lat[::-1]
     if global_files:
         daily, lat, lon = _on_the_globe(daily, lat, lon)

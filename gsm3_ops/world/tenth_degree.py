@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.world.sample import to_latlon
 
 STEP = 0.1  # degrees
 
@@ -24,16 +23,3 @@ def pixels(grid: EaseGrid, window: Window, margin: int = 2) -> tuple[np.ndarray,
     i = np.arange(np.ceil((lon.min() - pad + 179.95) / STEP), (lon.max() + pad + 179.95) / STEP)
     j = np.arange(np.ceil((lat.min() - pad + 89.95) / STEP), (lat.max() + pad + 89.95) / STEP)
     return np.round(-89.95 + STEP * j, 2), np.round(-179.95 + STEP * i, 2)
-
-
-def sample(
-    values: np.ndarray,
-    grid: EaseGrid,
-    window: Window,
-    lat: np.ndarray,
-    lon: np.ndarray,
-    margin: int = 2,
-) -> np.ndarray:
-    """``values`` (..., rows, cols) on the pixels (..., lat, lon), float32: each pixel the
-    mean of its valid cells (``to_latlon``), NaN where it has none."""
-    return to_latlon(values, grid, window, lat, lon, margin).astype(np.float32)
