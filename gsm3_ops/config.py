@@ -28,15 +28,12 @@ class _Strict(BaseModel):
 
 
 class SourcesConfig(_Strict):
-    """Which sources fill the inputs; ``synthetic`` is the embedded world.
+    """Which sources fill the inputs.
 
     ``options`` maps a real source's name (``era5``, ``imerg``, ``smap`` ...) to its settings;
     each source validates its own entry (see ``docs/data-sources.md``).
     """
 
-    kind: Literal["synthetic", "real"] = "synthetic"
-    synthetic_seed: int = 42
-    synthetic_latency_days: int = Field(1, ge=0)
     gridded: tuple[str, ...] = ("era5", "era5_land", "imerg", "mswep", "modis", "smap")
     insitu: tuple[str, ...] = ("ismn", "uscrn")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -289,7 +286,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_feature_set(self) -> Settings:
         if self.model.feature_set is None:
-            licensed = "mswep" in self.sources.gridded or self.sources.kind == "synthetic"
+            licensed = "mswep" in self.sources.gridded
             self.model.feature_set = "gsm3" if licensed else "gsm3_open"
         return self
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-data folder (``GSM3_FIXTURES``, default ``../shared/data``)."""
+"""Shared fixtures: the real-data folder (``GSM3_FIXTURES``, default ``../shared/data``) and the
+session's synthetic-world archive with its ingested cube (``world_site``)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def world_site(tmp_path_factory):
+    """The synthetic world's archive over the tests' window, and a data root ingested from
+    it through the real readers by ``gsm3-ops world`` and ``gsm3-ops ingest`` (once per
+    session; see ``tests/world_site.py``)."""
+    from typer.testing import CliRunner
+
+    from gsm3_ops.cli import app
+    from tests.world_site import END, GRIDDED, START, TRAIN_END, WorldSite
+
+    tmp = tmp_path_factory.mktemp("world_site")
+    site = WorldSite(tmp / "archive", tmp / "data", {})
+    config = str(site.config(tmp, ingested=False))
+
+    def cli(step: str, *args: str) -> None:
+        result = CliRunner().invoke(app, [*args, "--config", config, "--quiet"])
+        assert result.exit_code == 0, f"gsm3-ops {' '.join(args)}: {result.output}"
+        site.printed[step] = result.output
+
+    span = ("--date", str(START), "--end", str(END))
+    cli("world", "world")
+    cli("gridded", "ingest", *[a for name in GRIDDED for a in ("--source", name)], *span)
+    cli("ismn", "ingest", "--source", "ismn", "--date", str(START), "--end", str(TRAIN_END))
+    cli("static", "ingest", "--source", "static", "--date", str(START))
+    return site

@@ -1,4 +1,5 @@
-"""`gsm3-ops run` end to end on a tiny demo-like configuration (same code path as the demo)."""
+"""`gsm3-ops run` end to end on the tests' site (tests/world_site.py): the real readers over the
+synthetic world's archive, a tiny model trained on first use, the day published."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-import yaml
 
 from gsm3_ops.config import load_settings
 from gsm3_ops.grid import M09
@@ -21,34 +21,11 @@ from gsm3_ops.publish.cog import validate_cog
 
 DAY = dt.date(2020, 3, 1)
 
-TINY = {
-    # A coastal window near Mombasa: land and Indian Ocean.
-    "region": {"lon_min": 39.0, "lat_min": -4.6, "lon_max": 40.0, "lat_max": -3.6},
-    # The synthetic world served in memory (sources.kind: synthetic): the fast path these
-    # tests share; the real-format archive path is tests/test_production_path.py.
-    "sources": {"kind": "synthetic"},
-    "model": {"hidden_size": 16},
-    "training": {
-        "start": "2019-06-01", "end": "2019-12-31", "seq_len": 60, "batch_size": 16,
-        "members": 2, "max_iterations": 4, "holdout_fraction": 0.2,
-    },
-    "inference": {"spinup_days": 60, "tile_size": 8},
-    "product": {"start": "2020-01-01"},
-}  # fmt: skip
-
-
-def _config(tmp: Path) -> Path:
-    path = tmp / "tiny.yaml"
-    path.write_text(
-        yaml.safe_dump({**TINY, "data_root": str(tmp / "data"), "publish_root": str(tmp / "pub")})
-    )
-    return path
-
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run(world_site, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    dep = Deployment(load_settings(_config(tmp)))
+    dep = Deployment(load_settings(world_site.config(tmp)))
     t0 = time.perf_counter()
     result = run_day(dep, DAY, progress=False)
     return dep, result, time.perf_counter() - t0
@@ -123,29 +100,27 @@ def test_step_mode_agrees_with_window_mode(first_run, tmp_path) -> None:
 
 def test_days_the_profile_cannot_serve(first_run) -> None:
     dep, _, _ = first_run
-    today = dt.date(2024, 6, 1)
-    with pytest.raises(RunError, match=r"can serve 2020-01-01\.\.2024-05-31"):
+    today = dt.date(2024, 6, 1)  # the archive ends on 2020-03-10
+    with pytest.raises(RunError, match=r"can serve 2020-01-01\.\.2020-03-10"):
         dep.check_day(dt.date(2019, 12, 31), today)
-    with pytest.raises(RunError, match="not 2024-06-01"):
-        dep.check_day(today, today)
-    dep.check_day(dt.date(2024, 5, 31), today)
+    with pytest.raises(RunError, match=r"can serve 2020-01-01\.\.2020-03-10"):
+        dep.check_day(dt.date(2020, 3, 11), today)
+    dep.check_day(dt.date(2020, 3, 10), today)
+    dep.check_day(dt.date(2020, 1, 1), today)
 
 
 def test_missing_forcing_is_filled_and_flagged(first_run) -> None:
     dep, _, _ = first_run
     day = DAY + dt.timedelta(days=3)
     cube = dep.open_cube()
-    run_day(dep, day - dt.timedelta(days=1), progress=False)  # ingests up to the day before
-    src = dep.source
-    forcing = src.forcing(dep.grid, dep.domain, day, day)
+    run_day(dep, day - dt.timedelta(days=1), progress=False)  # steps the state to the day before
+    forcing = cube.read("forcing", list(dep.model_forcings), day, day)
     # Inputs already missing that day (e.g. MODIS LST under cloud) are filled and flagged too.
     natural = np.any([np.isnan(forcing[v].values[0]) for v in forcing.data_vars], axis=0)
-    forcing["t2m"][:, :3, :] = np.nan  # the top three rows lose their temperature
-    cube.write("smap", src.smap(dep.grid, dep.domain, day, day).to_dataset(), source=src.name,
-               version=src.version(day))  # fmt: skip
-    cube.write_insitu(src.insitu(dep.grid, dep.domain, day, day), source=src.name,
-                      version=src.version(day))  # fmt: skip
-    cube.write("forcing", forcing, source=src.name, version=src.version(day))
+    t2m = forcing[["t2m"]].copy(deep=True)
+    t2m["t2m"][:, :3, :] = np.nan  # the top three rows lose their temperature
+    entry = cube.manifest(day)["entries"]["forcing/era5_land"]
+    cube.write("forcing", t2m, source="era5_land", version=entry["version"])
     result = run_day(dep, day, progress=False)
     ds = xr.open_zarr(result.product, consolidated=False).sel(time=str(day))
     land = M09.land_mask(dep.domain)

@@ -3,7 +3,8 @@ day (disk full) reported with the previous product and manifest left intact.
 
 The model is not trained here (tests/test_pipeline.py runs the whole chain): the bundle and
 the ensemble prediction are replaced by fixed fields, everything after them is real: the
-synthetic source fills the cube, and the cube's forcing, statics and manifest feed the flag.
+cube ingested from the tests' archive (tests/world_site.py), and its forcing, statics and
+manifest feed the flag.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from gsm3_ops.inference.daily import DayOutput
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.ops import pipeline
 from gsm3_ops.ops.deployment import Deployment
-from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.publish import day as day_module
 from gsm3_ops.publish.cog import validate_cog
 from gsm3_ops.publish.layers import FLAG_FILL, FLAG_FROZEN, FLAG_GAP_FILLED, FLAG_PROVISIONAL
 from gsm3_ops.publish.manifest import failure_path, manifest_path
-from tests.test_pipeline import DAY, _config
+
+DAY = dt.date(2019, 12, 15)
 
 
 def _prediction(dep: Deployment) -> dict[str, np.ndarray]:
@@ -59,11 +60,12 @@ def _fake_model(monkeypatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def deployment(world_site, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    dep = Deployment(load_settings(_config(tmp)))
+    # The day is ingested; its inputs are final (the archive's last 60 days are early runs).
+    config = world_site.config(tmp, product={"start": "2019-12-01"})
+    dep = Deployment(load_settings(config))
     cube = dep.open_cube()
-    ensure_days(dep, cube, DAY, DAY)
     # A provisional ERA5T stream filled a 3 x 4 block of the day, frozen soil in another.
     d = dep.domain
     part = Window(d.row0 + 2, d.col0 + 1, 3, 4)
@@ -89,7 +91,7 @@ def test_run_day_publishes_the_day_with_its_flag_bits(deployment, no_model) -> N
     assert manifest["product_version"] == dep.settings.product.version
     for path in manifest["outputs"]["cog"].values():
         assert validate_cog(path)[0]
-    assert result.cog == dep.settings.publish_root / "cog/2020/gsm3_sm_20200301.tif"
+    assert result.cog == dep.settings.publish_root / "cog/2019/gsm3_sm_20191215.tif"
     assert (result.manifest.with_suffix(".config.yaml")).read_text() == dep.settings.to_yaml()
     ds = xr.open_zarr(result.product, consolidated=False, mask_and_scale=False)
     flag = ds.quality_flag.sel(time=str(DAY)).values

@@ -63,12 +63,9 @@ class Deployment:
 
     @cached_property
     def source(self) -> SyntheticSource:
-        """The synthetic world: the in-memory source of ``sources.kind: synthetic``, or the
-        world whose archive the deployment reads (``world:``, the demo), for its hidden truth
-        (``evaluate --against truth``, ``benchmarks/demo_skill``)."""
-        cfg, world = self.settings.sources, self.settings.world
-        if cfg.kind == "synthetic":
-            return SyntheticSource(cfg.synthetic_seed, latency_days=cfg.synthetic_latency_days)
+        """The synthetic world whose archive the deployment reads (``world:``, the demo), for
+        its hidden truth (``evaluate --against truth``, ``benchmarks/demo_skill``)."""
+        world = self.settings.world
         if world is not None:
             return SyntheticSource(world.seed)
         raise RunError(
@@ -159,7 +156,7 @@ class Deployment:
         not configured in ``sources.gridded``."""
         names = forcing_sources(self.model_forcings)
         unlisted = [n for n in names if n not in self.settings.sources.gridded]
-        if unlisted and self.settings.sources.kind != "synthetic":
+        if unlisted:
             raise RunError(
                 f"the model reads forcings from {', '.join(unlisted)}, which sources.gridded "
                 "does not list: add the source with its options, or use a model without it "
@@ -169,15 +166,15 @@ class Deployment:
 
     def required_inputs(self) -> tuple[str, ...]:
         """Cube manifest keys (``forcing/<source>``) every published day must have complete."""
-        if self.settings.sources.kind == "synthetic":
-            return ("forcing/synthetic",)
         return tuple(f"forcing/{name}" for name in self.input_source_names())
 
     def required_sources(self) -> list:
-        """The sources every published day needs: the synthetic world, or the gridded sources
-        the model's forcings come from."""
-        if self.settings.sources.kind == "synthetic":
-            return [self.source]
+        """The gridded sources every published day needs: those the model's forcings come
+        from (built once: an archive source remembers what its folder holds)."""
+        return self._required_sources
+
+    @cached_property
+    def _required_sources(self) -> list:
         return self.gridded_sources(self.input_source_names())
 
     def latest_day(self, today: dt.date, provisional: bool = False) -> dt.date:

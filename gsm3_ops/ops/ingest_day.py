@@ -205,17 +205,3 @@ def _expected_version(source: GriddedSource, day: dt.date) -> str:
         return source.version(day)
     except SourceError:
         return "unknown"
-
-
-def ingest_range(
-    cube: Cube,
-    sources: list[GriddedSource],
-    start: dt.date,
-    end: dt.date,
-    grid: EaseGrid,
-    window: Window,
-    opts: IngestOptions,
-) -> list[DayReport]:
-    """Ingest every day of ``start..end`` from ``sources``; a failed day does not stop the rest."""
-    days = (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
-    return [ingest_day(cube, sources, day, grid, window, opts) for day in days]

@@ -2,8 +2,8 @@
 
 Without ``model.bundle``, the bundle of this configuration is cached under
 ``<data_root>/models/<profile>-<key>``; the key is a hash of everything that changes the
-trained weights (grid, region, source, model and training settings, and the synthetic
-world's version), so a changed configuration trains a new bundle. Training goes through the
+trained weights (grid, region, source, model and training settings), so a changed
+configuration trains a new bundle. Training goes through the
 one bundle builder (``training/ensemble.py``) on ``training.start..end`` minus a seeded
 random holdout of ``training.holdout_fraction`` of the land cells, checkpointing each member
 so that a killed run resumes.
@@ -44,8 +44,6 @@ def bundle_key(dep: Deployment) -> str:
         "model": s.model.model_dump(exclude={"bundle"}),
         "training": s.training.model_dump(mode="json"),
     }
-    if s.sources.kind == "synthetic":  # a new version of the world trains a new model
-        parts["world"] = dep.source.version(s.training.start)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 

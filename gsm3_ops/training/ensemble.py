@@ -57,8 +57,6 @@ def resolved_settings(settings: Settings) -> dict:
         "grid": settings.grid,
         "region": settings.region.model_dump() if settings.region else None,
         "sources": {
-            "kind": settings.sources.kind,
-            "synthetic_seed": settings.sources.synthetic_seed,
             # What a deployment serving this bundle must ingest every day.
             "inputs_from": list(forcing_sources(feature_set(settings.model.feature_set)[0])),
         },

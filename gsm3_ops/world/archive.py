@@ -12,7 +12,11 @@ One folder per source under ``world.archive`` (the demo profile points each sour
 | ``modis/`` | MYD11A1 and MCD43A3 v061 HDF4-EOS tiles | ``world/modis.py`` |
 | ``smap/`` | SPL3SMP_E subset granules | ``world/smap.py`` |
 | ``ismn/`` | an ISMN header+values download | ``world/ismn.py`` |
-| ``static/`` | GLO-90 DEM, SoilGrids, WorldCover tiles, an NDVI mean | ``world/static.py`` |
+| ``static/`` | GLO-90 DEM, SoilGrids, WorldCover tiles; MOD13A3 v061 monthly NDVI tiles | ``world/static.py``, ``world/mod13a3.py`` |
+
+The MOD13A3 tiles (one set per month of ``world.start..world.end``, written with the month's
+days) go under ``static/`` rather than ``modis/``: the static source averages them into its
+default NDVI and reads its archive only, so that folder holds every static provider's files.
 
 ERA5's precipitation of a day ends at 24:00 and ERA5-Land's radiation at 00 UTC of the
 next day, so the world writes one day past ``world.end`` (ERA5 and ERA5-Land in one pass, so
@@ -40,7 +44,7 @@ from gsm3_ops.config import Settings
 from gsm3_ops.errors import UsageError
 from gsm3_ops.grid import EaseGrid, Window, get_grid
 from gsm3_ops.sources.synthetic import VERSION, SyntheticSource
-from gsm3_ops.world import era5, imerg, ismn, modis, mswep, smap, static
+from gsm3_ops.world import era5, imerg, ismn, mod13a3, modis, mswep, smap, static
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def write_world(settings: Settings) -> Path:
     root = Path(w.archive)
     identity = {"version": VERSION, "seed": w.seed, "grid": grid.name,
                 "window": [window.row0, window.col0, window.n_rows, window.n_cols],
-                "start": w.start.isoformat()}  # fmt: skip
+                "start": w.start.isoformat(), "ndvi": "MOD13A3.061"}  # fmt: skip
     done = _finished(root, identity)
     src = SyntheticSource(seed=w.seed)
     last = w.end + dt.timedelta(days=1)
@@ -72,6 +76,7 @@ def write_world(settings: Settings) -> Path:
         done.append("static")
         _save(root, identity, done)
     fields = src.forcing(grid, window, w.start, last)
+    ndvi = _rasters(src, grid, window)["ndvi"].values
     if "era5" not in done:  # whole months, each day's accumulations ending in the next day
         era5.write_era5(fields, grid, window, root / "era5")
         era5.write_era5_land(fields, grid, window, root / "era5_land")
@@ -86,6 +91,8 @@ def write_world(settings: Settings) -> Path:
         imerg.write_imerg(month, grid, window, root / "imerg", late_after=recent)
         mswep.write_mswep(month, grid, window, root / "mswep", nrt_after=recent)
         modis.write_days(root / "modis", month, grid, window)
+        if a <= w.end:  # the day past the end starts no month of its own
+            mod13a3.write_month(root / "static", ndvi, a, grid, window, w.seed)
         smap.write_granules(src.smap(grid, window, a, b), grid, window, root / "smap", w.seed)
         done.append(key)
         _save(root, identity, done)
@@ -106,7 +113,12 @@ def _finished(root: Path, identity: dict) -> list[str]:
         doc = json.loads(marker.read_text())
         if doc.get("identity") == identity:
             return list(doc.get("done", []))
-        log.warning("world: %s holds another world or window: writing it afresh", root)
+        log.warning(
+            "world: %s holds another world or window: writing it afresh (days a deployment "
+            "already ingested from the old archive stay in its cube: remove its data_root "
+            "to ingest the new one)",
+            root,
+        )
     for name in FOLDERS:
         shutil.rmtree(root / name, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
