@@ -7,8 +7,10 @@ from the top (north), columns from the left (180 degrees west); cell centres sit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -189,7 +191,14 @@ class EaseGrid:
 
     def land_mask(self, window: Window | None = None) -> np.ndarray:
         """Boolean land mask of a window: a cell is land when most of a 3 x 3 set of points
-        spread over it falls on land in the ``global-land-mask`` (GLOBE 1 km) data."""
+        spread over it falls on land in the ``global-land-mask`` (GLOBE 1 km) data. Read from
+        the grid's packaged mask (``gsm3_ops/masks/``, made by :func:`write_packaged_mask`);
+        loading GLOBE itself takes seconds in every process."""
+        w = window or self.full
+        return _packaged_mask(self.name, self.full.shape)[w.rows, w.cols].copy()
+
+    def globe_land_mask(self, window: Window | None = None) -> np.ndarray:
+        """:meth:`land_mask` computed from the GLOBE data (what the packaged masks hold)."""
         from global_land_mask import globe
 
         w = window or self.full
@@ -202,6 +211,24 @@ class EaseGrid:
                 lon, lat = _to_lonlat.transform(*np.meshgrid(x, y))
                 votes += globe.is_land(np.clip(lat, -89.999, 89.999), lon).astype(np.int8)
         return votes >= 5
+
+
+MASKS = Path(__file__).parent / "masks"
+
+
+@functools.cache
+def _packaged_mask(name: str, shape: tuple[int, int]) -> np.ndarray:
+    with np.load(MASKS / f"land_{name}.npz") as f:
+        bits = np.unpackbits(f["land"], count=shape[0] * shape[1])
+    return bits.reshape(shape).astype(bool)
+
+
+def write_packaged_mask(grid: EaseGrid) -> Path:
+    """Compute ``grid``'s global land mask from GLOBE and write it into the package."""
+    MASKS.mkdir(exist_ok=True)
+    path = MASKS / f"land_{grid.name}.npz"
+    np.savez_compressed(path, land=np.packbits(grid.globe_land_mask().ravel()))
+    return path
 
 
 def _tiles(w: Window, size: int) -> Iterator[Window]:

@@ -459,3 +459,17 @@ def test_m36_centres_map_to_their_own_cells() -> None:
     r, c = np.indices(M36.shape)
     np.testing.assert_array_equal(rows, r)
     np.testing.assert_array_equal(cols, c)
+
+
+@pytest.mark.parametrize(
+    "grid, box",
+    [
+        (M09, (34.5, -4.5, 40.5, 0.5)),  # the demo's window
+        (M09, (-11.0, 35.0, 5.0, 44.0)),  # Iberia: coasts, islands
+        (M09, (-180.0, 60.0, -150.0, 72.0)),  # Alaska at the antimeridian
+        (M36, (-180.0, -80.0, 180.0, 80.0)),  # the whole M36 grid
+    ],
+)
+def test_packaged_land_masks_are_the_globe_computation(grid, box) -> None:
+    w = grid.window_from_bbox(*box)
+    np.testing.assert_array_equal(grid.land_mask(w), grid.globe_land_mask(w))
