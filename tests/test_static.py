@@ -490,6 +490,7 @@ class Provider:
         return SimpleNamespace(status_code=200 if path else 404, content=body)
 
 
+MY_NDVI = "operator/ndvi_x1e4.tif"
 CONSTANT = {"elevation": 1500.0, "sand": 40.0, "clay": 25.0, "silt": 35.0,
             "bulk_density": 1.3, "land_cover": 12.0, "ndvi": 0.5}  # fmt: skip
 
@@ -505,15 +506,20 @@ def published(tmp_path_factory) -> Path:
         ds[name] = ds["elevation"] * 0
     folder = tmp_path_factory.mktemp("providers")
     write_static(ds, M09, SMALL, folder)
+    # NDVI's default is a MOD13A3 mean (tests/test_static_ndvi.py): here the operator's
+    # raster, in MODIS integer units (x 10000), keeps these tests on the other providers.
+    (folder / MY_NDVI).parent.mkdir()
+    write_tif(folder / MY_NDVI, np.full((100, 100), CONSTANT["ndvi"] * 1e4), "EPSG:4326",
+              from_origin(36.0, 0.0, 0.01, 0.01))  # fmt: skip
     return folder
 
 
 def test_defaults_fetch_exactly_the_window_tiles(tmp_path: Path, published: Path) -> None:
     client = Provider(published)
-    opts = StaticOptions(ndvi=published / "ndvi/ndvi_mean.tif", scale={"ndvi": 1e-4})
+    opts = StaticOptions(ndvi=published / MY_NDVI, scale={"ndvi": 1e-4})
     filled, used = default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
     assert client.calls == SMALL_URLS
-    assert used["dem"] == "copernicus-glo90" and used["ndvi"] == "ndvi_mean.tif"
+    assert used["dem"] == "copernicus-glo90" and used["ndvi"] == "ndvi_x1e4.tif"
     ds = static_from_rasters(filled, M09, SMALL)
     for name, value in CONSTANT.items():
         want = 40.0 if name == "land_cover" else value  # IGBP cropland is WorldCover 40
@@ -525,7 +531,7 @@ def test_defaults_fetch_exactly_the_window_tiles(tmp_path: Path, published: Path
 
 def test_a_download_is_cached_and_an_ocean_tile_remembered(tmp_path: Path, published) -> None:
     client = Provider(published)
-    opts = StaticOptions(ndvi=published / "ndvi/ndvi_mean.tif")
+    opts = StaticOptions(ndvi=published / MY_NDVI)
     default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
     n = len(client.calls)
     default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
@@ -548,7 +554,7 @@ def test_an_operator_raster_overrides_its_default(tmp_path: Path, published: Pat
         tmp_path / "my_sand.tif", np.full((100, 100), 55.0), "EPSG:4326",
         from_origin(36.0, 0.0, 0.01, 0.01),
     )  # fmt: skip
-    opts = StaticOptions(sand=sand, ndvi=published / "ndvi/ndvi_mean.tif")
+    opts = StaticOptions(sand=sand, ndvi=published / MY_NDVI)
     filled, used = default_rasters(opts, M09, SMALL, tmp_path / "raw", client)
     assert not [u for u in client.calls if "/sand/" in u]
     assert [u for u in client.calls if "/clay/" in u]
@@ -559,7 +565,7 @@ def test_an_operator_raster_overrides_its_default(tmp_path: Path, published: Pat
 
 
 def test_an_archive_is_read_without_any_download(tmp_path: Path, published: Path) -> None:
-    opts = StaticOptions(archive=published, ndvi=published / "ndvi/ndvi_mean.tif")
+    opts = StaticOptions(archive=published, ndvi=published / MY_NDVI)
     filled, _ = default_rasters(opts, M09, SMALL, tmp_path / "raw", Provider(published, True))
     ds = static_from_rasters(filled, M09, SMALL, names=["elevation", "bulk_density"])
     np.testing.assert_allclose(ds["bulk_density"], 1.3, rtol=1e-6)
@@ -570,7 +576,7 @@ def test_an_archive_is_read_without_any_download(tmp_path: Path, published: Path
         if p.is_file() and "clay_0-5cm_mean/tileSG" not in p.as_posix():
             (partial / p.relative_to(published)).parent.mkdir(parents=True, exist_ok=True)
             (partial / p.relative_to(published)).write_bytes(p.read_bytes())
-    opts = StaticOptions(archive=partial, ndvi=published / "ndvi/ndvi_mean.tif")
+    opts = StaticOptions(archive=partial, ndvi=published / MY_NDVI)
     with pytest.raises(StaticError, match=r"archive .*partial lacks clay_0-5cm_mean/tileSG-"):
         default_rasters(opts, M09, SMALL, tmp_path / "raw", Provider(published, True))
 

@@ -1,4 +1,5 @@
-"""Search and download NASA Earthdata granules with ``earthaccess`` (IMERG, SMAP and MODIS).
+"""Search and download NASA Earthdata granules with ``earthaccess`` (IMERG, SMAP, MODIS and
+the MOD13A3 NDVI behind the static ``ndvi``).
 
 The client is the ``earthaccess`` module unless one is injected (tests, mirrors): anything
 with ``search_data(short_name=, version=, temporal=, bounding_box=, count=)`` and
@@ -111,21 +112,48 @@ class Earthdata:
         the name): CMR temporal matching is inclusive, so a neighbouring day that touches a
         day boundary would otherwise come back too. Granules without a known name are kept.
         """
+        what = f"{short_name} {version} on {day.isoformat()}"
+        found = self._search(short_name, version, day_range(day), bbox, count, what)
+        if name_contains is not None:
+            found = [g for g in found if (n := granule_name(g)) is None or name_contains in n]
+        return found
+
+    def search_period(
+        self,
+        short_name: str,
+        version: str,
+        first: dt.date,
+        last: dt.date,
+        bbox: Bbox = GLOBAL_BBOX,
+        *,
+        count: int = -1,
+    ) -> list[Any]:
+        """Granules of ``short_name``/``version`` whose time meets the UTC days
+        ``first..last`` (inclusive) and whose extent meets ``bbox``, in one search."""
+        temporal = (day_range(first)[0], day_range(last)[1])
+        what = f"{short_name} {version} over {first.isoformat()}..{last.isoformat()}"
+        return self._search(short_name, version, temporal, bbox, count, what)
+
+    def _search(
+        self,
+        short_name: str,
+        version: str,
+        temporal: tuple[str, str],
+        bbox: Bbox,
+        count: int,
+        what: str,
+    ) -> list[Any]:
         try:
             found = self.client.search_data(
                 short_name=short_name,
                 version=version,
-                temporal=day_range(day),
+                temporal=temporal,
                 bounding_box=tuple(float(b) for b in bbox),
                 count=count,
             )
         except Exception as exc:  # any client failure (HTTP, CMR) becomes a source error
-            what = f"{short_name} {version} on {day.isoformat()}"
             raise SourceError(scrub(f"Earthdata search for {what} failed: {exc}")) from None
-        found = list(found or [])
-        if name_contains is not None:
-            found = [g for g in found if (n := granule_name(g)) is None or name_contains in n]
-        return found
+        return list(found or [])
 
     def require(
         self,

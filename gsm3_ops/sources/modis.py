@@ -54,12 +54,13 @@ from gsm3_ops.sources.modis_climatology import (
 )
 from gsm3_ops.sources.modis_hdf import (
     TilePixels,
+    bin_block,
     check_tiles,
     load_field,
     parse_granule_name,
     tile_of,
     tile_pixels,
-    tiles_for_bbox,
+    window_tiles,
 )
 
 __all__ = ["Climatology", "FileClimatology", "HistoryClimatology", "ModisSource", "Options"]
@@ -265,17 +266,13 @@ class ModisSource:
         window, or a tile the window needs is absent that the archive holds on other days.
         """
         day = dt.date.fromisoformat(np.datetime_as_string(native["time"].values[0], unit="D"))
-        lon, lat = grid.lonlat(window)
-        # Centres plus a margin wider than half a cell (0.04 deg of lon, < 0.2 of lat here).
-        w, s = float(lon.min()) - 0.1, float(lat.min()) - 0.25
-        need = tiles_for_bbox(w, s, float(lon.max()) + 0.1, float(lat.max()) + 0.25)
         out = {}
         for k, p in enumerate(self.options.products):
             if p.short_name in native.attrs.get("missing_products", []):
                 fields = {var: self._fill(var, day, grid, window) for var in p.fields}
             else:
                 expected = set(native.attrs.get("expected_tiles", {}).get(p.short_name, []))
-                tiles = _present_tiles(native, k, p.short_name, need, expected, day, grid, window)
+                tiles = _present_tiles(native, k, p.short_name, expected, day, grid, window)
                 fields = _mosaic(native, tiles, list(p.fields), window)
             for var, values in fields.items():
                 out[var] = xr.DataArray(
@@ -356,7 +353,6 @@ def _present_tiles(
     native: xr.Dataset,
     k: int,
     short_name: str,
-    need: list[tuple[int, int]],
     expected: set[tuple[int, int]],
     day: dt.date,
     grid: EaseGrid,
@@ -368,7 +364,7 @@ def _present_tiles(
     n = native.sizes[f"p{k}_row"]
     hs, vs = native[f"p{k}_h"].values.tolist(), native[f"p{k}_v"].values.tolist()
     present = {(h, v): i for i, (h, v) in enumerate(zip(hs, vs, strict=True))}
-    wanted = [hv for hv in need if not tile_pixels(*hv, n, grid, window).empty]
+    wanted = window_tiles(n, grid, window)
     absent = [hv for hv in wanted if hv not in present and hv in expected]
     covering = [(i, tile_pixels(*hv, n, grid, window)) for hv, i in present.items()]
     covering = [(i, px) for i, px in covering if not px.empty]
@@ -391,12 +387,9 @@ def _mosaic(
     count = {n: np.zeros(n_cells + 1) for n in names}
     for i, px in tiles:
         for n in names:
-            block = native[n].variable[i, px.rows, px.cols].values.ravel()
-            valid = ~np.isnan(block)
-            sums = np.add.reduceat(np.where(valid, block, 0), px.run_starts, dtype=np.float64)
-            counts = np.add.reduceat(valid, px.run_starts, dtype=np.int64)
-            total[n] += np.bincount(px.run_cells, sums, n_cells + 1)
-            count[n] += np.bincount(px.run_cells, counts, n_cells + 1)
+            sums, counts = bin_block(native[n].variable[i, px.rows, px.cols].values, px, n_cells)
+            total[n] += sums
+            count[n] += counts
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             n: np.where(count[n] > 0, total[n] / count[n], np.nan)[:-1].reshape(window.shape)

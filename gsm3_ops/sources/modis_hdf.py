@@ -225,6 +225,28 @@ def tile_pixels(h: int, v: int, n: int, grid: EaseGrid, window: Window) -> TileP
     return TilePixels(slice(r0, r1), slice(c0, c1), starts, run_cells)
 
 
+def window_tiles(n: int, grid: EaseGrid, window: Window) -> list[tuple[int, int]]:
+    """The tiles (h, v) of ``n`` x ``n`` pixels that hold pixels of ``window``."""
+    lon, lat = grid.lonlat(window)
+    # Centres plus a margin wider than half a cell (0.05 deg of lon, < 0.2 of lat).
+    w, s = float(lon.min()) - 0.1, float(lat.min()) - 0.25
+    near = tiles_for_bbox(w, s, float(lon.max()) + 0.1, float(lat.max()) + 0.25)
+    return [hv for hv in near if not tile_pixels(*hv, n, grid, window).empty]
+
+
+def bin_block(block: np.ndarray, px: TilePixels, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of the non-NaN values of a tile's block (read at ``px.rows``,
+    ``px.cols``) per window cell: ``n_cells + 1`` bins, the last for pixels outside."""
+    flat = np.asarray(block).ravel()
+    valid = ~np.isnan(flat)
+    sums = np.add.reduceat(np.where(valid, flat, 0), px.run_starts, dtype=np.float64)
+    counts = np.add.reduceat(valid, px.run_starts, dtype=np.int64)
+    return (
+        np.bincount(px.run_cells, sums, n_cells + 1),
+        np.bincount(px.run_cells, counts, n_cells + 1).astype(np.int64),
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def _ease_x_at_0_and_1_degree(grid: EaseGrid) -> tuple[float, float]:
     """EASE2 x (metres) at longitude 0 and 1 degree east (x is linear in longitude)."""

@@ -1,5 +1,6 @@
 """Static attributes on the EASE2 grid: terrain from a DEM, soil, land cover and NDVI from
-rasters the operator supplies, and long-term means of the cube's dynamic inputs.
+rasters (the operator's, or the default providers' made local by
+:mod:`gsm3_ops.sources.static_defaults`), and long-term means of the cube's dynamic inputs.
 
 Rasters may be in any CRS rasterio reads (geographic or projected). They are processed in
 blocks that each cover a few 9 km cells: terrain derivatives are computed at the DEM's own
@@ -66,7 +67,8 @@ class StaticOptions(BaseModel):
     registry's units (e.g. ``sand: 0.1`` for SoilGrids g/kg -> %, ``ndvi: 0.0001``).
     A raster left unset comes from its default provider when ingested
     (:mod:`gsm3_ops.sources.static_defaults`), read from ``archive`` (a folder of the
-    providers' files under their own names) when set, else downloaded.
+    providers' files under their own names) when set, else downloaded; ``ndvi``'s is the
+    MOD13A3 mean over ``long_term_start..long_term_end`` (:mod:`gsm3_ops.sources.static_ndvi`).
     """
 
     model_config = ConfigDict(extra="forbid")

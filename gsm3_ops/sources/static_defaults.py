@@ -5,7 +5,8 @@ Every raster the operator did not configure (``dem``, ``sand``, ``clay``, ``silt
 (:mod:`gsm3_ops.sources.static_providers`) for the window's lon/lat bounds plus a margin,
 and mosaicked into a local VRT (:mod:`gsm3_ops.sources.static_mosaic`) that
 :func:`gsm3_ops.sources.static.static_from_rasters` reads like any operator raster. ``ndvi``
-has no default: it stays the operator's raster.
+defaults to the mean of MODIS MOD13A3 v061 over the long-term period
+(:mod:`gsm3_ops.sources.static_ndvi`), written as a GeoTIFF on the window's cells.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import rasterio
 from rasterio.warp import transform_bounds
@@ -20,6 +22,7 @@ from rasterio.warp import transform_bounds
 from gsm3_ops.grid import CRS, EaseGrid, Window
 from gsm3_ops.sources.static import StaticOptions
 from gsm3_ops.sources.static_mosaic import mosaic_vrt, trim_vrt, vrt_tiles
+from gsm3_ops.sources.static_ndvi import NdviMean, ndvi_mean
 from gsm3_ops.sources.static_providers import (
     SOILGRIDS,
     VERSIONS,
@@ -57,6 +60,7 @@ def default_rasters(
     window: Window,
     raw_dir: Path,
     client: HttpClient | None = None,
+    earthdata: Any = None,
 ) -> tuple[StaticOptions, dict[str, str]]:
     """``opts`` with each unset raster taken from its default provider.
 
@@ -71,6 +75,9 @@ def default_rasters(
         local mosaics written under ``raw_dir/static/mosaics``.
     client
         The HTTP client (``get(url, timeout)``); never called when ``opts.archive`` is set.
+    earthdata
+        The ``earthaccess`` module (default) or a stand-in, for the MOD13A3 tiles behind
+        ``ndvi``; never called when ``opts.archive`` is set or the tiles are cached.
 
     Returns
     -------
@@ -103,6 +110,9 @@ def default_rasters(
             tiles, mosaics / f"esa_worldcover_{tag}.vrt", nodata=0, factor=factor
         )
         used["land_cover"] = VERSIONS["land_cover"]
+    if opts.ndvi is None:
+        mean = _ndvi(opts, grid, window, cache, bounds, mosaics, tag, earthdata)
+        fill["ndvi"], scale["ndvi"], used["ndvi"] = mean.path, 1.0, mean.version
     filled = opts.model_copy(update=fill | {"scale": scale})
     return filled, used
 
@@ -116,6 +126,29 @@ def _soilgrids(files: ProviderFiles, prop: str, bounds: Bounds, out: Path) -> Pa
         raise StaticFetchError(f"SoilGrids {vrt.name}: no tile meets {bounds}")
     local = {name: files.get(w) for name, w in wanted.items()}
     return trim_vrt(vrt, out, local.get)
+
+
+def _ndvi(
+    opts: StaticOptions,
+    grid: EaseGrid,
+    window: Window,
+    cache: Path,
+    bounds: Bounds,
+    mosaics: Path,
+    tag: str,
+    earthdata: Any,
+) -> NdviMean:
+    """The MOD13A3 mean over the long-term period, as a GeoTIFF under ``mosaics``."""
+    start, end = opts.long_term_start, opts.long_term_end
+    if start is None or end is None:
+        raise StaticFetchError(
+            "static attribute 'ndvi': the default (a MOD13A3 mean) needs long_term_start and "
+            "long_term_end; set them, or ndvi: PATH"
+        )
+    out = mosaics / f"mod13a3_061_ndvi_mean_{start:%Y%m}-{end:%Y%m}_{tag}.tif"
+    box = (bounds.west, bounds.south, bounds.east, bounds.north)
+    return ndvi_mean(grid, window, start, end, out, cache=cache, bbox=box,
+                     archive=opts.archive, client=earthdata)  # fmt: skip
 
 
 def _tiles_or_error(tiles: list[Path], attr: str, bounds: Bounds) -> list[Path]:

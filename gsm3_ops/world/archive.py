@@ -12,7 +12,7 @@ One folder per source under ``world.archive`` (the demo profile points each sour
 | ``modis/`` | MYD11A1 and MCD43A3 v061 HDF4-EOS tiles | ``world/modis.py`` |
 | ``smap/`` | SPL3SMP_E subset granules | ``world/smap.py`` |
 | ``ismn/`` | an ISMN header+values download | ``world/ismn.py`` |
-| ``static/`` | GLO-90 DEM, SoilGrids, WorldCover tiles; MOD13A3 v061 monthly NDVI tiles | ``world/static.py``, ``world/mod13a3.py`` |
+| ``static/`` | GLO-90, SoilGrids, WorldCover, MOD13A3 tiles | ``world/static.py``, ``mod13a3.py`` |
 
 The MOD13A3 tiles (one set per month of ``world.start..world.end``, written with the month's
 days) go under ``static/`` rather than ``modis/``: the static source averages them into its

@@ -230,31 +230,41 @@ def write_tile(
 ) -> Path:
     """Write one day's tile of ``product``; ``values`` maps its variables to (rows, cols)
     window fields. Written beside the target and renamed, so readers never see half a file."""
+    flat = {v: np.asarray(a, dtype=np.float64).ravel() for v, a in values.items()}
+    good, cloud, other = product.qa
+    blocks = {}
+    for spec in product.sds:
+        # Encode the window's cells, then gather them per pixel: a day is one take a layer.
+        if spec.scale is not None:
+            per_cell = np.append(encode(flat[spec.variables[0]], spec), spec.fill)
+        else:
+            clear = np.logical_and.reduce([np.isfinite(flat[v]) for v in spec.variables])
+            per_cell = np.append(np.where(clear, good, cloud), other)
+        blocks[spec.name] = per_cell.astype(spec.dtype)[layout.take]
+    return write_blocks(root, product, day, layout, blocks)
+
+
+def write_blocks(
+    root: Path, product: ProductSpec, day: dt.date, layout: TileLayout, blocks: dict
+) -> Path:
+    """Write one tile of ``product`` for ``day`` from its SDS' stored blocks (name ->
+    ``layout``'s rows x cols), beside the target and renamed: readers never see half a file."""
     path = Path(root) / granule_path(product, day, layout.h, layout.v)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.part")
-    flat = {v: np.asarray(a, dtype=np.float64).ravel() for v, a in values.items()}
-    good, cloud, other = product.qa
     sd = SD(str(part), SDC.WRITE | SDC.CREATE | SDC.TRUNC)
     try:
         sd.attr("HDFEOSVersion").set(SDC.CHAR8, "HDFEOS_V2.19")
         sd.attr("StructMetadata.0").set(SDC.CHAR8, struct_metadata(product, layout.h, layout.v))
         for spec in product.sds:
-            # Encode the window's cells, then gather them per pixel: a day is one take a layer.
-            if spec.scale is not None:
-                per_cell = np.append(_encode(flat[spec.variables[0]], spec), spec.fill)
-            else:
-                clear = np.logical_and.reduce([np.isfinite(flat[v]) for v in spec.variables])
-                per_cell = np.append(np.where(clear, good, cloud), other)
-            block = per_cell.astype(spec.dtype)[layout.take]
-            _write_sds(sd, spec, product, layout, block)
+            write_sds(sd, spec, product, layout, np.asarray(blocks[spec.name], spec.dtype))
     finally:
         sd.end()
     os.replace(part, path)
     return path
 
 
-def _encode(values: np.ndarray, spec: Sds) -> np.ndarray:
+def encode(values: np.ndarray, spec: Sds) -> np.ndarray:
     """Stored integers: value / scale rounded into the valid range, fill where NaN."""
     lo, hi = spec.valid_range
     with np.errstate(invalid="ignore"):
@@ -262,7 +272,7 @@ def _encode(values: np.ndarray, spec: Sds) -> np.ndarray:
     return np.where(np.isfinite(values), raw, spec.fill)
 
 
-def _write_sds(
+def write_sds(
     sd: SD, spec: Sds, product: ProductSpec, layout: TileLayout, block: np.ndarray
 ) -> None:
     """One tile-sized SDS, deflated in chunks. A layer with a ``_FillValue`` is written over
@@ -301,7 +311,12 @@ def granule_path(product: ProductSpec, day: dt.date, h: int, v: int) -> Path:
     return Path(f"{product.short_name}.{COLLECTION}", f"{day:%Y.%m.%d}", name)
 
 
-_TYPES = {"uint8": "DFNT_UINT8", "uint16": "DFNT_UINT16", "int16": "DFNT_INT16"}
+_TYPES = {
+    "int8": "DFNT_INT8",
+    "uint8": "DFNT_UINT8",
+    "uint16": "DFNT_UINT16",
+    "int16": "DFNT_INT16",
+}
 
 
 def struct_metadata(product: ProductSpec, h: int, v: int) -> str:

@@ -14,8 +14,9 @@ What :mod:`gsm3_ops.sources.static_defaults` reads from an archive:
   classes (:data:`WORLDCOVER_OF_IGBP`). Written at 1/400 degree, not the provider's 10 m:
   10 m tiles over the demo window are 7.8e9 pixels; the reader takes the majority per cell
   whatever the pixel size.
-- **NDVI**, which has no default provider: one GeoTIFF the way an operator would make a
-  MOD13 mean (``ndvi_mean.tif``, 30 arc-seconds, int16 x 10000, nodata -3000).
+
+NDVI's default, MOD13A3 v061, is monthly: :mod:`gsm3_ops.world.mod13a3` writes its tiles
+with each month of the world's days.
 
 Fields are sampled with :func:`gsm3_ops.world.sample.to_latlon` (lat/lon grids) or
 :func:`~gsm3_ops.world.sample.to_points` (the Homolosine pixel centres): pixels far finer
@@ -46,7 +47,6 @@ from gsm3_ops.world.sample import to_latlon, to_points
 
 DEM_PIXELS = 1200  # per degree: GLO-90 below 50 degrees latitude
 WORLDCOVER_PIXELS = 1200  # per 3-degree tile (the provider's is 36000)
-NDVI_RES = 1 / 120
 # The SoilGrids global VRT: Homolosine on WGS84, 250 m pixels.
 HOMOLOSINE = pyproj.CRS.from_proj4("+proj=igh +lon_0=0 +x_0=0 +y_0=0 +datum=WGS84 +units=m")
 SG_ORIGIN = (-19_949_000.0, 8_361_000.0)
@@ -72,7 +72,6 @@ def write_static(static: xr.Dataset, grid: EaseGrid, window: Window, folder: Pat
     out += _soilgrids(soil, grid, window, bounds, folder / "soilgrids")
     out += _worldcover(np.asarray(static["land_cover"], float), land, grid, window, bounds,
                        folder / "worldcover")  # fmt: skip
-    out.append(_ndvi(np.asarray(static["ndvi"], float), grid, window, bounds, folder))
     return out
 
 
@@ -179,19 +178,6 @@ def _soilgrids_vrt(path: Path, prop: str, tiles: list[tuple[str, int, int]]) -> 
         ET.SubElement(src, "NODATA").text = str(SG_NODATA)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8")
-    return path
-
-
-def _ndvi(ndvi, grid, window, bounds, folder: Path) -> Path:
-    west, north = np.floor(bounds.west), np.ceil(bounds.north)
-    n_lat = round(float(north - np.floor(bounds.south)) / NDVI_RES)
-    n_lon = round(float(np.ceil(bounds.east) - west) / NDVI_RES)
-    lat = north - (np.arange(n_lat) + 0.5) * NDVI_RES
-    lon = west + (np.arange(n_lon) + 0.5) * NDVI_RES
-    v = to_latlon(ndvi, grid, window, lat, lon)
-    data = np.where(np.isfinite(v), np.round(v * 10000), -3000).astype(np.int16)
-    path = folder / "ndvi" / "ndvi_mean.tif"
-    _write(path, data, "EPSG:4326", from_origin(west, north, NDVI_RES, NDVI_RES), -3000)
     return path
 
 
