@@ -11,7 +11,7 @@ from gsm3_ops.errors import ConfigError
 def test_demo_profile_is_default_and_keeps_paper_hyperparameters(monkeypatch) -> None:
     monkeypatch.delenv("GSM3_CONFIG", raising=False)
     s = load_settings()
-    assert s.profile == "demo" and s.sources.kind == "real" and s.world is not None
+    assert s.profile == "demo" and s.world is not None
     assert s.sources.options["era5"]["archive"] == "gsm3-demo/archive/era5"
     assert (s.model.hidden_size, s.model.dropout) == (256, 0.5)
     assert (s.training.batch_size, s.training.seq_len) == (128, 365)
@@ -20,7 +20,7 @@ def test_demo_profile_is_default_and_keeps_paper_hyperparameters(monkeypatch) ->
 
 def test_global_profile(monkeypatch) -> None:
     s = load_settings(profile="global")
-    assert s.region is None and s.sources.kind == "real" and s.training.members == 5
+    assert s.region is None and s.training.members == 5
 
 
 def test_file_then_environment_override(tmp_path, monkeypatch) -> None:

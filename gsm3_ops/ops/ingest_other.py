@@ -139,8 +139,9 @@ def ingest_static(
     Rasters the operator configured (``sources.options.static.<field>``) are used as they
     are; the others come from the default providers (Copernicus GLO-90, SoilGrids, ESA
     WorldCover: ``options.archive``, else downloaded with ``client`` and cached under
-    ``raw_dir/static``, by default the ``raw`` folder beside the cube). The long-term means
-    come from the cube.
+    ``raw_dir/static``, by default the ``raw`` folder beside the cube; NDVI: the MOD13A3 mean
+    over the long-term period, from the archive or Earthdata). The long-term means come from
+    the cube.
     """
     from gsm3_ops.sources.static import StaticOptions, static_attributes
     from gsm3_ops.sources.static_defaults import default_rasters
