@@ -1,7 +1,7 @@
 """The temporal experiment, `gsm3-ops evaluate --model BUNDLE`, and bad input.
 
-Same tiny world as tests/test_evaluation_experiments.py, scored against its in-situ sites
-(three in West, two in East): too few for the stratified figure and the factor analysis,
+Same small world as tests/test_evaluation_experiments.py, scored against its in-situ sites
+(two in West, one in East): too few for the stratified figure and the factor analysis,
 which the report must list as skipped.
 """
 
@@ -26,10 +26,10 @@ INSITU = ["--against", "insitu", "--min-pairs", "8", "--own-days", "--reference"
 
 
 @pytest.fixture(scope="module")
-def temporal(tmp_path_factory):
+def temporal(world_site, tmp_path_factory):
     """The temporal experiment run from the command line."""
     tmp = tmp_path_factory.mktemp("temporal")
-    config = write_config(tmp)
+    config = write_config(world_site, tmp)
     out = tmp / "temporal"
     result = evaluate(config, out, "--experiment", "temporal", *INSITU)
     assert result.exit_code == 0, result.output
@@ -39,12 +39,12 @@ def temporal(tmp_path_factory):
 def test_temporal_trains_before_and_scores_the_test_period(temporal) -> None:
     _, out = temporal
     meta = json.loads((out / "evaluation.json").read_text())
-    assert meta["period"] == ["2019-06-01", "2019-06-30"]  # training.test_start..test_end
-    assert meta["folds"][0]["train"] == ["2019-04-01", "2019-05-31"]
+    assert meta["period"] == ["2019-08-21", "2019-09-19"]  # training.test_start..test_end
+    assert meta["folds"][0]["train"] == ["2019-06-21", "2019-08-20"]
     table = pd.read_csv(out / "table1.csv")
     assert list(table.columns) == ["model", "metric", "West", "East", "Global"]
     sites = table[(table["model"] == "GSM3") & (table["metric"] == "Sites")]
-    assert sites[["West", "East", "Global"]].values.tolist() == [[3, 2, 5]]
+    assert sites[["West", "East", "Global"]].values.tolist() == [[2, 1, 3]]
     skipped = pd.read_csv(out / "skipped.csv")
     listed = set(zip(skipped["kind"], skipped["name"], strict=True))
     assert {
@@ -81,18 +81,18 @@ def test_bundle_scores_like_the_experiment_that_trained_it(temporal, tmp_path) -
     np.testing.assert_allclose(got["r"], want["r"], rtol=1e-6, equal_nan=True)
     np.testing.assert_allclose(got["rmse"], want["rmse"], rtol=1e-6, equal_nan=True)
     meta = json.loads((tmp_path / "model" / "evaluation.json").read_text())
-    assert meta["experiment"] == "bundle" and meta["period"] == ["2019-06-01", "2019-06-30"]
+    assert meta["experiment"] == "bundle" and meta["period"] == ["2019-08-21", "2019-09-19"]
     held = evaluate(config, tmp_path / "held", "--model", str(bundle), "--held-out-only")
     assert held.exit_code == 2 and "lists no held-out cells" in held.stderr
 
 
-def test_bundle_inputs_missing_from_the_cube(temporal, tmp_path) -> None:
+def test_bundle_inputs_missing_from_the_cube(world_site, temporal, tmp_path) -> None:
     config, out = temporal
     data = Path(load_settings(config).data_root)
-    copy = tmp_path / "data"
+    copy = tmp_path / "data"  # write_config's data root: it keeps this copy
     shutil.copytree(data, copy)
     shutil.rmtree(copy / "cube.zarr" / "forcing" / "ssrd")  # a cube without solar radiation
-    other = write_config(tmp_path, data_root=copy)
+    other = write_config(world_site, tmp_path)
     bundle = str(out / "folds" / "temporal")
     alone = evaluate(other, tmp_path / "alone", "--model", bundle, "--against", "insitu")
     assert alone.exit_code == 2
@@ -119,8 +119,8 @@ def test_bundle_inputs_missing_from_the_cube(temporal, tmp_path) -> None:
         (["--model", "b", "--start", "2019-02-30"], "--start '2019-02-30' is not a date"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message) -> None:
-    config = write_config(tmp_path)
+def test_bad_input_is_one_line_and_writes_nothing(world_site, tmp_path, args, message) -> None:
+    config = write_config(world_site, tmp_path, ingested=False)  # refused before any read
     result = evaluate(config, tmp_path / "out", *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()

@@ -1,8 +1,10 @@
-"""`gsm3-ops evaluate --experiment random-kfold|continental` on a tiny synthetic world.
+"""`gsm3-ops evaluate --experiment random-kfold|continental` on the session's small world.
 
-The domain (1 x 1 degree in Kenya) is split into two configured regions, West and East, and
-a third region (Sahara) that holds no site; the model is scored against the synthetic truth
-at every land cell, with the cube's SMAP as a reference.
+The domain (the 1 x 1 degree coastal window near Lamu, Kenya, of tests/world_site.py, read
+through the real sources from its ingested cube) is split into two configured regions, West
+and East, each holding in-situ sites, and a third region (Sahara) that holds no site; the
+window's southern row of cells lies outside every region. The model is scored against the
+synthetic truth at every land cell, with the cube's SMAP as a reference.
 """
 
 from __future__ import annotations
@@ -13,41 +15,40 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from gsm3_ops.cli import app
+from tests.world_site import WorldSite
 
 runner = CliRunner()
 
+# The training period starts one warm-up (inference.spinup_days) after the archive's first
+# day: random-kfold and continental score the training period itself, after a warm-up.
 TINY_EVAL = {
-    "region": {"lon_min": 35.0, "lat_min": -1.0, "lon_max": 36.0, "lat_max": 0.0},
-    # The synthetic world served in memory (sources.kind: synthetic): the fast path these
-    # tests share; the real-format archive path is tests/test_production_path.py.
-    "sources": {"kind": "synthetic"},
     "model": {"hidden_size": 8},
     "training": {
-        "start": "2019-04-01", "end": "2019-05-31", "test_start": "2019-06-01",
-        "test_end": "2019-06-30", "seq_len": 20, "batch_size": 8, "members": 1,
+        "start": "2019-06-21", "end": "2019-08-20", "test_start": "2019-08-21",
+        "test_end": "2019-09-19", "seq_len": 20, "batch_size": 8, "members": 1,
         "max_iterations": 2, "optimizer": "adam", "learning_rate": 0.01, "seed": 3,
     },
-    "inference": {"spinup_days": 20, "tile_size": 32},
+    "inference": {"spinup_days": 20},  # tile_size stays the ingested cube's
     "product": {"start": "2020-01-01"},
+    # The window's cells span lon 40.005..41.032, lat -2.507..-1.518; its ISMN sites lie at
+    # (40.10, -2.44) and (40.38, -1.52) in West, (41.03, -1.80) in East. The southern row
+    # (lat -2.507) is in neither: cells outside every region.
     "regions": {
-        "West": {"lon_min": 35.0, "lat_min": -1.0, "lon_max": 35.5, "lat_max": 0.0},
-        "East": {"lon_min": 35.5, "lat_min": -1.0, "lon_max": 36.0, "lat_max": 0.0},
+        "West": {"lon_min": 40.0, "lat_min": -2.47, "lon_max": 40.5, "lat_max": -1.5},
+        "East": {"lon_min": 40.5, "lat_min": -2.47, "lon_max": 41.1, "lat_max": -1.5},
         "Sahara": {"lon_min": 0.0, "lat_min": 20.0, "lon_max": 10.0, "lat_max": 30.0},
     },
 }  # fmt: skip
 FIGURES = ("box_r", "box_rmse", "map_r", "map_rmse", "stratified_r", "factors")
 
 
-def write_config(tmp: Path, data_root: Path | None = None) -> Path:
-    """The tiny evaluation configuration as a YAML file in ``tmp``."""
-    path = tmp / "eval.yaml"
-    roots = {"data_root": str(data_root or tmp / "data"), "publish_root": str(tmp / "pub")}
-    path.write_text(yaml.safe_dump({**TINY_EVAL, **roots}, sort_keys=False))
-    return path
+def write_config(site: WorldSite, tmp: Path, ingested: bool = True) -> Path:
+    """The tiny evaluation configuration as ``tmp/eval.yaml``; its data root ``tmp/data`` is
+    a copy of the session's ingested one (unless ``ingested`` is False, or it exists)."""
+    return site.config(tmp, ingested=ingested, name="eval.yaml", **TINY_EVAL)
 
 
 def evaluate(config: Path, out: Path, *args: str):
@@ -58,8 +59,8 @@ def evaluate(config: Path, out: Path, *args: str):
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> Path:
-    return write_config(tmp_path_factory.mktemp("eval"))
+def config(world_site, tmp_path_factory) -> Path:
+    return write_config(world_site, tmp_path_factory.mktemp("eval"))
 
 
 def _check_report(out: Path, columns: list[str]) -> pd.DataFrame:

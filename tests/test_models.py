@@ -1,8 +1,11 @@
 """The deployment's model: first-use training resumes after SIGKILL; no bundle keeps secrets.
 
-One tiny demo-like deployment (a 0.5 x 0.5 degree window of the Kenyan coast, 50 training
-days, a hidden size of 8) whose configuration carries fake credentials in
-``sources.options``, as a real deployment's would.
+One tiny deployment on the session's world site (tests/world_site.py: the coastal window
+near Lamu, its ingested cube, the real sources reading the archive; 50 training days, a
+hidden size of 8), with fake credentials where a real deployment keeps them: the real
+sources refuse credentials in ``sources.options`` (each validates its own entry), so they
+sit in the environment (``CDSAPI_KEY``, ``EARTHDATA_USERNAME``, ``EARTHDATA_PASSWORD``),
+while ``sources.options`` holds each source's archive.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from gsm3_ops.cli import app
@@ -32,25 +34,22 @@ from gsm3_ops.training.ensemble import checkpoint_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = dt.date(2019, 8, 1)
-SECRETS = ("FAKE-ERA5-KEY-7f3a9c", "fake-earthdata-user", "FAKE-EARTHDATA-PASSWORD-0b1d")
+SECRETS = {
+    "CDSAPI_KEY": "FAKE-ERA5-KEY-7f3a9c",
+    "EARTHDATA_USERNAME": "fake-earthdata-user",
+    "EARTHDATA_PASSWORD": "FAKE-EARTHDATA-PASSWORD-0b1d",
+}
 TINY = {
-    "region": {"lon_min": 38.5, "lat_min": -4.0, "lon_max": 39.0, "lat_max": -3.5},
-    "sources": {
-        "kind": "synthetic",  # the in-memory world; the archive path: test_production_path.py
-        "options": {
-            "era5": {"key": SECRETS[0]},
-            "smap": {"username": SECRETS[1], "password": SECRETS[2]},
-        }
-    },
     "model": {"hidden_size": 8},
-    # 16 batches an epoch on this window: checkpoints at 16, 32 and 48 of 64 batches.
+    # 14 batches an epoch (hydroDL's rule: 134 training locations x 50 days, batches of
+    # 64 x 30 days): checkpoints at 14, 28, 42 and 56 of 64 batches.
     "training": {
         "start": "2019-06-01", "end": "2019-07-20", "test_start": "2019-07-21",
-        "test_end": "2019-08-10", "seq_len": 30, "batch_size": 16, "members": 2,
+        "test_end": "2019-08-10", "seq_len": 30, "batch_size": 64, "members": 2,
         "max_iterations": 64, "holdout_fraction": 0.2, "checkpoint_every": 1, "threads": 1,
         "device": "cpu",
     },
-    "inference": {"spinup_days": 30, "tile_size": 8, "device": "cpu"},
+    "inference": {"spinup_days": 30, "device": "cpu"},  # tile_size stays the cube's
     "product": {"start": "2019-08-01"},
 }  # fmt: skip
 
@@ -77,12 +76,8 @@ def _no_env_config(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("models")
-    path = tmp / "tiny.yaml"
-    roots = {"data_root": str(tmp / "data"), "publish_root": str(tmp / "pub")}
-    path.write_text(yaml.safe_dump({**TINY, **roots}))
-    return path
+def config(world_site, tmp_path_factory) -> Path:
+    return world_site.config(tmp_path_factory.mktemp("models"), name="tiny.yaml", **TINY)
 
 
 def _weights(path: Path) -> list[dict[str, torch.Tensor]]:
@@ -99,7 +94,7 @@ def test_run_killed_while_training_resumes_to_the_uninterrupted_bundle(config) -
         [sys.executable, "-c", _CHILD, str(config), DAY.isoformat()], cwd=ROOT, env=env
     )
     try:
-        deadline = time.monotonic() + 120  # the child ingests its days before it trains
+        deadline = time.monotonic() + 120  # its days are ingested: it checks them, trains
         while not ckpt.exists():
             assert child.poll() is None, "the run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
@@ -133,28 +128,37 @@ def test_run_killed_while_training_resumes_to_the_uninterrupted_bundle(config) -
     assert tr["period"] == ["2019-06-01", "2019-07-20"] and tr["fold"] is None
 
 
-def test_no_bundle_keeps_the_sources_options(config) -> None:
+def test_no_bundle_keeps_the_sources_options_or_credentials(config, monkeypatch) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
     dep = Deployment(load_settings(config))
-    assert dep.settings.sources.options["smap"]["password"] == SECRETS[2]
+    # What this deployment's options hold: where each source's archive lies on this machine.
+    options = [
+        v for opts in dep.settings.sources.options.values() for v in opts.values()
+        if isinstance(v, str)
+    ]  # fmt: skip
+    assert dep.settings.sources.options["smap"]["archive"] in options and len(options) >= 8
     cube = dep.open_cube()
     ensure_days(dep, cube, dep.settings.training.start, dep.settings.training.end)
     run_bundle = ensure_bundle(dep, cube, progress=False).path  # run's first-use training
     out = config.parent / "trained"
-    result = runner.invoke(app, ["train", "--config", str(config), "--out", str(out),
-                                 "--folds", "2", "--quiet"])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    trained = runner.invoke(app, ["train", "--config", str(config), "--out", str(out),
+                                  "--folds", "2", "--quiet"])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
     report = config.parent / "temporal"
-    result = runner.invoke(app, ["evaluate", "--config", str(config), "--out", str(report),
-                                 "--experiment", "temporal", "--against", "truth",
-                                 "--min-pairs", "5", "--quiet"])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    evaluated = runner.invoke(app, ["evaluate", "--config", str(config), "--out", str(report),
+                                    "--experiment", "temporal", "--against", "truth",
+                                    "--min-pairs", "5", "--quiet"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
     fold_bundle = report / "folds" / "temporal"
 
+    for secret in SECRETS.values():
+        assert secret not in trained.output + evaluated.output, secret
     keys = None
     for path in (run_bundle, out, fold_bundle):
         for file in path.iterdir():
             data = file.read_bytes()
-            for secret in SECRETS:
+            for secret in (*SECRETS.values(), *options):
                 assert secret.encode() not in data, f"{secret} in {file}"
         tr = json.loads((path / "bundle.json").read_text())["training"]
         assert "options" not in tr["config"]["sources"]

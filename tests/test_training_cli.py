@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from gsm3_ops.cli import app
@@ -12,12 +11,9 @@ from gsm3_ops.model.bundle import load_bundle
 
 runner = CliRunner()
 
+# The session's coastal window near Lamu (land and sea, see tests/world_site.py), read through
+# the real sources from its ingested cube; a short period and a tiny network.
 SMALL = {
-    # A coastal window near Mombasa (land and sea), a short period, a tiny network.
-    "region": {"lon_min": 39.0, "lat_min": -4.6, "lon_max": 40.0, "lat_max": -3.6},
-    # The synthetic world served in memory (sources.kind: synthetic): the fast path these
-    # tests share; the real-format archive path is tests/test_production_path.py.
-    "sources": {"kind": "synthetic"},
     "model": {"hidden_size": 8},
     "training": {
         "start": "2019-06-01", "end": "2019-07-20", "seq_len": 30, "batch_size": 8,
@@ -27,12 +23,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
-    path = tmp / "small.yaml"
-    roots = {"data_root": str(tmp / "data"), "publish_root": str(tmp / "pub")}
-    path.write_text(yaml.safe_dump({**SMALL, **roots}))
-    return path
+def config(world_site, tmp_path_factory):
+    return world_site.config(tmp_path_factory.mktemp("train"), name="small.yaml", **SMALL)
 
 
 @pytest.fixture(autouse=True)
