@@ -1,11 +1,17 @@
 """Backfill: resumable after SIGKILL with identical COGs, a corrupt day fails alone, status,
-concurrent runs of one day, and credentials kept out of the logs of a real run."""
+concurrent runs of one day, and credentials kept out of the logs of a real run.
+
+Every test runs on a copy of the tests' site (``tests/world_site.py``): its cube ingested
+from the archive by the real sources, and its model trained once for the module. A fault is
+injected into a real source (ERA5-Land) on a day first taken out of the copied cube.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,27 +19,56 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+import pytest
+import zarr
 from typer.testing import CliRunner
 
 from gsm3_ops.cli import app
 from gsm3_ops.config import load_settings
 from gsm3_ops.ops.backfill import backfill
 from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.models import ensure_bundle
 from gsm3_ops.publish.manifest import manifest_path
-from gsm3_ops.sources.synthetic import SyntheticSource
-from tests.test_pipeline import TINY
+from gsm3_ops.sources.base import DateNotServedError
+from gsm3_ops.sources.era5 import Era5LandSource
 
 START, END = dt.date(2020, 3, 1), dt.date(2020, 3, 4)
 CORRUPT = dt.date(2020, 3, 2)
 runner = CliRunner()
 
 
-def _config(tmp: Path) -> Path:
-    path = tmp / "tiny.yaml"
-    doc = {**TINY, "data_root": str(tmp / "data"), "publish_root": str(tmp / "pub")}
-    path.write_text(yaml.safe_dump(doc))
-    return path
+@pytest.fixture(scope="module")
+def trained(world_site, tmp_path_factory) -> Path:
+    """A data root holding the site's ingested cube and the model a run trains on first use
+    (trained once here: first-use training is tests/test_pipeline.py's subject)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    dep = Deployment(load_settings(world_site.config(tmp)))
+    ensure_bundle(dep, dep.open_cube(), progress=False)
+    return dep.settings.data_root
+
+
+@pytest.fixture
+def site(world_site, trained):
+    """``site(tmp)``: a configuration in ``tmp`` whose data root is a copy of ``trained``."""
+
+    def config(tmp: Path) -> Path:
+        shutil.copytree(trained, tmp / "data")
+        return world_site.config(tmp)
+
+    return config
+
+
+def _uningest(config: Path, day: dt.date) -> None:
+    """Take ``day`` out of a copied cube, as if it had never been ingested: its cube manifest
+    goes (so every source of the day is ingested again) and its daily arrays are emptied."""
+    s = load_settings(config)
+    cube = s.data_root / "cube.zarr"
+    (s.data_root / "manifests" / "cube" / f"{day:%Y}" / f"{day}.json").unlink()
+    index = (day - s.cube.start).days
+    for group in ("forcing", "smap"):
+        for _, array in zarr.open_group(cube / group, mode="r+").arrays():
+            if array.ndim == 3:
+                array[index] = np.nan
 
 
 def _cli(config: Path, *args: str) -> list[str]:
@@ -45,16 +80,16 @@ def _cogs(pub: Path) -> dict[str, bytes]:
     return {str(p.relative_to(pub)): p.read_bytes() for p in sorted(pub.rglob("*.tif"))}
 
 
-def test_backfill_killed_and_resumed_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_backfill_killed_and_resumed_equals_an_uninterrupted_run(site, tmp_path: Path) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     for d in (whole, killed):
         d.mkdir()
     args = ("backfill", "--start", str(START), "--end", str(END))
-    done = subprocess.run(_cli(_config(whole), *args), capture_output=True, text=True)
+    done = subprocess.run(_cli(site(whole), *args), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "4 produced, 0 already done, 0 failed" in done.stdout
 
-    config = _config(killed)
+    config = site(killed)
     proc = subprocess.Popen(_cli(config, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     second = manifest_path(killed / "pub", START + dt.timedelta(days=1))
     deadline = time.monotonic() + 240
@@ -73,23 +108,22 @@ def test_backfill_killed_and_resumed_equals_an_uninterrupted_run(tmp_path: Path)
     assert [k for k in a if a[k] != b[k]] == []  # same bytes for every COG
 
 
-def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(tmp_path, monkeypatch):
-    config = _config(tmp_path)
+def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(site, tmp_path, monkeypatch):
+    config = site(tmp_path)
+    _uningest(config, CORRUPT)  # the day arrives now, ...
     dep = Deployment(load_settings(config))
-    real = SyntheticSource.forcing
+    real = Era5LandSource.to_grid
 
-    def corrupt(self, grid, window, start, end):
-        ds = real(self, grid, window, start, end)
-        days = ds["time"].dt.date.values
-        if CORRUPT in days:  # the day's 2 m temperature arrives in degrees Celsius
-            t2m = ds["t2m"].values.copy()
-            t2m[list(days).index(CORRUPT)] -= 273.15
-            ds["t2m"] = (ds["t2m"].dims, t2m)
+    def corrupt(self, native, grid, window):
+        ds = real(self, native, grid, window)
+        if CORRUPT in ds["time"].dt.date.values:  # ... its 2 m temperature in degrees Celsius
+            ds = ds.assign(t2m=ds["t2m"] - 273.15)
         return ds
 
-    monkeypatch.setattr(SyntheticSource, "forcing", corrupt)
+    monkeypatch.setattr(Era5LandSource, "to_grid", corrupt)
     result = backfill(dep, START, END, progress=False)
-    assert list(result.failed) == [CORRUPT] and "t2m" in result.failed[CORRUPT]
+    assert list(result.failed) == [CORRUPT]
+    assert "forcing/era5_land" in result.failed[CORRUPT] and "t2m" in result.failed[CORRUPT]
     assert result.produced == [START, dt.date(2020, 3, 3), END]
 
     status = runner.invoke(app, ["status", "--start", str(START), "--end", str(END), "--json",
@@ -98,9 +132,10 @@ def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(tmp_path, monk
     report = json.loads(status.output)
     assert report["counts"] == {"complete": 3, "provisional": 0, "failed": 1, "missing": 0}
     bad = next(d for d in report["days"] if d["date"] == str(CORRUPT))
-    assert "outside the valid range" in bad["error"] and bad["ingest_failures"]
+    assert "outside the valid range" in bad["error"]
+    assert bad["ingest_failures"] == ["forcing/era5_land"]
 
-    monkeypatch.setattr(SyntheticSource, "forcing", real)  # the input is fixed
+    monkeypatch.setattr(Era5LandSource, "to_grid", real)  # the input is fixed
     fixed = backfill(dep, START, END, progress=False)
     assert fixed.produced == [CORRUPT] and not fixed.failed and len(fixed.skipped) == 3
     doc = json.loads(manifest_path(tmp_path / "pub", CORRUPT).read_text())
@@ -116,23 +151,26 @@ def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(tmp_path, monk
     )  # fmt: skip
 
 
-def test_provisional_day_is_flagged_then_replaced(tmp_path, monkeypatch):
-    config = _config(tmp_path)
+def test_provisional_day_is_flagged_then_replaced(site, tmp_path, monkeypatch):
+    config = site(tmp_path)
+    _uningest(config, END)
     dep = Deployment(load_settings(config))
-    real = SyntheticSource.forcing
+    real = Era5LandSource.local
 
-    def late(self, grid, window, start, end):
-        ds = real(self, grid, window, start, end)
-        return ds.sel(time=ds["time"].dt.date != END)  # the last day's forcing is not out yet
+    def late(self, day, directory):
+        if day == END:  # the last day's forcing is not out yet
+            raise DateNotServedError(f"ERA5-Land {day} is not out yet")
+        return real(self, day, directory)
 
-    monkeypatch.setattr(SyntheticSource, "forcing", late)
+    monkeypatch.setattr(Era5LandSource, "local", late)
     failed = runner.invoke(app, ["run", "--date", str(END), "--config", str(config), "--quiet"])
     assert failed.exit_code == 1 and "required inputs missing" in failed.output
     ok = runner.invoke(app, ["run", "--date", str(END), "--provisional", "--config", str(config),
                              "--quiet"])  # fmt: skip
     assert ok.exit_code == 0 and "(provisional)" in ok.output
     doc = json.loads(manifest_path(tmp_path / "pub", END).read_text())
-    assert doc["provisional"] and "forcing/synthetic" in doc["missing_inputs"]
+    assert doc["provisional"] and list(doc["missing_inputs"]) == ["forcing/era5_land"]
+    assert "not out yet" in doc["missing_inputs"]["forcing/era5_land"]
     import rasterio
 
     from gsm3_ops.publish.cog import cog_path
@@ -141,15 +179,15 @@ def test_provisional_day_is_flagged_then_replaced(tmp_path, monkeypatch):
         flags = src.read(1)
     assert ((flags[flags != 255] & 2) == 2).all()  # provisional bit on every land cell
 
-    monkeypatch.setattr(SyntheticSource, "forcing", real)  # the forcing arrives
+    monkeypatch.setattr(Era5LandSource, "local", real)  # the forcing arrives
     result = backfill(dep, END, END, progress=False)
     assert result.produced == [END]
     doc = json.loads(manifest_path(tmp_path / "pub", END).read_text())
     assert not doc["provisional"] and doc["missing_inputs"] == {}
 
 
-def test_two_runs_of_one_day_started_together(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+def test_two_runs_of_one_day_started_together(site, tmp_path: Path) -> None:
+    config = site(tmp_path)
     cmd = _cli(config, "run", "--date", str(START))
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]  # fmt: skip
@@ -161,8 +199,8 @@ def test_two_runs_of_one_day_started_together(tmp_path: Path) -> None:
     assert doc["status"] == "complete"
 
 
-def test_credentials_never_reach_the_logs_of_a_run(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+def test_credentials_never_reach_the_logs_of_a_run(site, tmp_path: Path) -> None:
+    config = site(tmp_path)
     env = {**os.environ, "CDSAPI_KEY": "fake-cds-9f8e7d6c", "EARTHDATA_PASSWORD": "fake-pw-5544",
            "EARTHDATA_USERNAME": "fake-user-3321"}  # fmt: skip
     cmd = [c for c in _cli(config, "run", "--date", str(START), "--log-json") if c != "--quiet"]

@@ -68,17 +68,11 @@ def test_global_profile_without_credentials_stops_at_once(roots, monkeypatch) ->
     assert "no CDS credentials" in lines[-1] and "CDSAPI_KEY" in lines[-1]
 
 
-def test_train_writes_a_loadable_bundle(tmp_path, monkeypatch) -> None:
-    import yaml
-
+def test_train_writes_a_loadable_bundle(tmp_path, monkeypatch, world_site) -> None:
     from gsm3_ops.model.bundle import load_bundle
-    from tests.test_pipeline import TINY
 
     monkeypatch.delenv("GSM3_CONFIG", raising=False)
-    config = tmp_path / "tiny.yaml"
-    roots = {"data_root": str(tmp_path / "data"), "publish_root": str(tmp_path / "pub")}
-    tiny = {**TINY, "training": {**TINY["training"], "members": 1, "max_iterations": 2}}
-    config.write_text(yaml.safe_dump({**tiny, **roots}))
+    config = world_site.config(tmp_path, training={"members": 1, "max_iterations": 2})
     result = runner.invoke(app, ["train", "--out", str(tmp_path / "b"), "--config", str(config)])
     assert result.exit_code == 0, result.output
     bundle = load_bundle(tmp_path / "b")

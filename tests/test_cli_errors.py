@@ -3,16 +3,16 @@ prints one line naming the problem and exits 1 or 2: never a traceback."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from gsm3_ops.cli import app
 from gsm3_ops.errors import SourceError
-from gsm3_ops.sources.synthetic import SyntheticSource
-from tests.test_pipeline import TINY
+from gsm3_ops.sources.static_providers import ProviderFiles, StaticFetchError
+from tests.world_site import sources
 
 runner = CliRunner()
 COMMANDS = ("run", "backfill", "schedule", "train", "ingest", "evaluate", "status")
@@ -38,13 +38,16 @@ def tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def _config(tmp: Path, **changes: dict) -> Path:
-    doc = {**TINY, "data_root": str(tmp / "data"), "publish_root": str(tmp / "pub")}
-    for key, value in changes.items():
-        doc[key] = {**doc.get(key, {}), **value}
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+@pytest.fixture
+def site(world_site):
+    """The tests' site (``tests/world_site.py``): its archive, and its ingested cube."""
+    return world_site
+
+
+def _config(site, tmp: Path, ingested: bool = False, **changes: dict) -> Path:
+    """A configuration of ``site`` in ``tmp``: an empty cube, or (``ingested``) a copy of the
+    ingested one; ``changes`` update its sections."""
+    return site.config(tmp, ingested=ingested, **changes)
 
 
 def _one_line(result, code: int, *phrases: str) -> None:
@@ -84,8 +87,8 @@ def test_missing_configuration_file(tmp, command) -> None:
         (["status", "--start", "garbage"], "--start"),
     ],
 )
-def test_bad_date_names_its_flag(tmp, args, flag) -> None:
-    result = runner.invoke(app, [*args, "--config", str(_config(tmp))])
+def test_bad_date_names_its_flag(site, tmp, args, flag) -> None:
+    result = runner.invoke(app, [*args, "--config", str(_config(site, tmp))])
     _one_line(result, 2, flag, "is not a date")
 
 
@@ -100,13 +103,13 @@ def test_bad_date_names_its_flag(tmp, args, flag) -> None:
         (["evaluate", "--out", "r", "--experiment", "astrology"], "unknown experiment"),
     ],
 )  # fmt: skip
-def test_a_date_or_option_the_deployment_cannot_serve(tmp, args, phrase) -> None:
-    result = runner.invoke(app, [*args, "--config", str(_config(tmp))])
+def test_a_date_or_option_the_deployment_cannot_serve(site, tmp, args, phrase) -> None:
+    result = runner.invoke(app, [*args, "--config", str(_config(site, tmp))])
     _one_line(result, 2, phrase)
 
 
-def test_missing_files(tmp) -> None:
-    config = str(_config(tmp))
+def test_missing_files(site, tmp) -> None:
+    config = str(_config(site, tmp))
     nowhere = str(tmp / "nowhere")
     ingest = runner.invoke(app, ["ingest", "--source", "era5", "--date", "2020-03-01",
                                  "--from", nowhere, "--config", config])  # fmt: skip
@@ -114,35 +117,55 @@ def test_missing_files(tmp) -> None:
     evaluate = runner.invoke(app, ["evaluate", "--out", str(tmp / "r"), "--model", nowhere,
                                    "--config", config])  # fmt: skip
     _one_line(evaluate, 2, "nowhere")
-    bundle = _config(tmp, model={"bundle": nowhere})
+    bundle = _config(site, tmp, model={"bundle": nowhere})
     run = runner.invoke(app, ["run", "--date", "2020-03-01", "--config", str(bundle)])
     _one_line(run, 2, "holds no bundle.json", "gsm3-ops train")
 
 
+@pytest.fixture(scope="module")
+def without_statics(world_site, tmp_path_factory) -> Path:
+    """A configuration whose cube, a copy of the site's, holds every day but no statics: they
+    were never derived (the static providers were down on first use). The commands of
+    ``test_failing_source`` fail before writing to it, so they share it."""
+    tmp = tmp_path_factory.mktemp("without_statics")
+    # The temporal experiment scores a test period the site's archive holds.
+    test = {"test_start": "2020-01-01", "test_end": "2020-03-10"}
+    config = world_site.config(tmp, training=test)
+    data = tmp / "data"
+    for array in (data / "cube.zarr" / "static").iterdir():
+        if array.is_dir() and array.name not in ("x", "y"):
+            shutil.rmtree(array)
+    (data / "manifests" / "cube" / "static.json").unlink()
+    return config
+
+
 @pytest.fixture
 def source_down(monkeypatch):
-    def down(*args, **kwargs):
-        raise SourceError("synthetic world unreachable: connection refused")
+    """The static providers' mirror refuses connections."""
 
-    monkeypatch.setattr(SyntheticSource, "static", down)
-    monkeypatch.setattr(SyntheticSource, "forcing", down)
+    def down(self, wanted):
+        raise StaticFetchError(f"static providers unreachable: {wanted.key}: connection refused")
+
+    monkeypatch.setattr(ProviderFiles, "get", down)
 
 
 @pytest.mark.parametrize("command", ["run", "backfill", "train", "evaluate"])
-def test_failing_source(tmp, source_down, command) -> None:
-    result = runner.invoke(app, [*_args(command, tmp), "--config", str(_config(tmp)), "--quiet"])
-    _one_line(result, 1, "synthetic world unreachable")
+def test_failing_source(tmp, without_statics, source_down, command) -> None:
+    result = runner.invoke(app, [*_args(command, tmp), "--config", str(without_statics),
+                                 "--quiet"])  # fmt: skip
+    _one_line(result, 1, "static providers unreachable", "connection refused")
 
 
-def test_failing_source_on_ingest_is_a_failed_line(tmp, monkeypatch) -> None:
+def test_failing_source_on_ingest_is_a_failed_line(site, tmp, monkeypatch) -> None:
     from gsm3_ops.sources.era5 import Era5Source
 
     def down(self, day, workdir):
         raise SourceError("CDS unreachable: connection refused")
 
     monkeypatch.setattr(Era5Source, "fetch", down)
-    fetching = {"era5": {"archive": None}}  # not the demo's archive: fetch (from a dead CDS)
-    config = _config(tmp, sources={"kind": "real", "fetch_attempts": 1, "options": fetching})
+    # ERA5 not from the site's archive: fetched (from a dead CDS).
+    fetching = {**sources(site.archive)["options"], "era5": {"archive": None}}
+    config = _config(site, tmp, sources={"fetch_attempts": 1, "options": fetching})
     result = runner.invoke(app, ["ingest", "--source", "era5", "--date", "2020-03-01",
                                  "--config", str(config), "--quiet"])  # fmt: skip
     assert result.exit_code == 1, result.output
@@ -150,16 +173,18 @@ def test_failing_source_on_ingest_is_a_failed_line(tmp, monkeypatch) -> None:
     assert "Traceback" not in result.output
 
 
-def test_training_that_cannot_run_is_one_line_from_run(tmp) -> None:
+def test_training_that_cannot_run_is_one_line_from_run(site, tmp) -> None:
     """First-use training asked for a GPU this machine does not have."""
-    config = _config(tmp, training={"device": "cuda"})
+    # No in-situ source: its ingest (before training) warns of the site's deeper ISMN sensor.
+    config = _config(site, tmp, ingested=True, training={"device": "cuda"},
+                     sources={"insitu": []})  # fmt: skip
     result = runner.invoke(app, ["run", "--date", "2020-03-01", "--config", str(config),
                                  "--quiet"])  # fmt: skip
     _one_line(result, result.exit_code, "CUDA")
     assert result.exit_code in (1, 2)
 
 
-def test_schedule_with_a_bad_cron_line(tmp) -> None:
-    config = _config(tmp, schedule={"cron": "every day at noon"})
+def test_schedule_with_a_bad_cron_line(site, tmp) -> None:
+    config = _config(site, tmp, schedule={"cron": "every day at noon"})
     result = runner.invoke(app, ["schedule", "--config", str(config)])
     _one_line(result, 2, "schedule.cron")
