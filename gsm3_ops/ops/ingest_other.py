@@ -98,7 +98,7 @@ def ingest_insitu(
         out.status, out.error = "failed", redact(errors[0])
         log.error("%s %s..%s: %s", source.name, start, end, out.error)
     for path, reason in out.skipped:
-        log.warning("%s: skipped %s: %s", source.name, path, reason)
+        log.info("%s: skipped %s: %s", source.name, path, reason)
     return out
 
 
