@@ -1,8 +1,9 @@
 """Skill of the demo model against the synthetic world's hidden truth at held-out cells.
 
 The held-out cells (listed in the bundle) were never used in training. The model runs one
-whole-series pass from a zero state over the warm-up year and the test year, and the test
-year is scored against the truth (the product target, ensemble mean).
+whole-series pass from a zero state over the warm-up (the year before the test year, or the
+part of it the world covers) and the test year, and the test year is scored against the
+truth (the product target, ensemble mean).
 
     python -m benchmarks.demo_skill --json demo_skill.json [--config FILE]
 """
@@ -38,7 +39,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     dep = Deployment(load_settings(args.config))
-    start, test_start = dt.date(args.test_year - 1, 1, 1), dt.date(args.test_year, 1, 1)
+    # Warm-up: the year before the test year, from the world's first day when it is later.
+    first = dep.settings.world.start if dep.settings.world else dt.date(args.test_year - 1, 1, 1)
+    start = max(dt.date(args.test_year - 1, 1, 1), first)
+    test_start = dt.date(args.test_year, 1, 1)
     end = dt.date(args.test_year, 12, 31)
     with run_lock(dep.settings.data_root):
         cube = dep.open_cube()

@@ -96,7 +96,8 @@ def test_tiles_have_the_real_products_layout(world) -> None:
         attrs = sds.attributes()
         assert sds.info()[3] == SDC.INT16 and sds.getcompress()[0] == SDC.COMP_DEFLATE
         assert attrs["_FillValue"] == -3000 and list(attrs["valid_range"]) == [-2000, 10000]
-        assert attrs["scale_factor"] == pytest.approx(0.0001) and attrs["add_offset"] == 0
+        # LP DAAC's MOD13 files state the scale as a divisor: values are stored x 10000.
+        assert attrs["scale_factor"] == pytest.approx(10000) and attrs["add_offset"] == 0
         rank_sds = sd.select("1 km monthly pixel raliability")
         assert rank_sds.info()[3] == SDC.INT8 and rank_sds.attributes()["_FillValue"] == -1
         value, rank = sds.get(), rank_sds.get()

@@ -422,9 +422,11 @@ def load_field(
     max_level: int,
     rows: slice | None = None,
     cols: slice | None = None,
+    divisor: bool = False,
 ) -> np.ndarray:
     """One tile's field (or its ``rows`` x ``cols`` block): calibrated, NaN where QA rejects
-    it or at fill."""
+    it or at fill. ``divisor``: the file's ``scale_factor`` divides (MOD13's vegetation
+    indices state 10000 for values stored x 10000), as opposed to the HDF convention."""
     with TileFile(path) as t:
         raw, attrs = t.read(field, rows, cols)
         qa, _ = t.read(qa_field, rows, cols)
@@ -434,6 +436,8 @@ def load_field(
         qa_mask &= int(np.iinfo(qa.dtype).max)
     reject = ((qa & qa_mask) > max_level) | _packed_invalid(raw, attrs)
     scale, offset = _scale_offset(attrs)
+    if divisor:
+        scale = 1.0 / scale
     out = raw.astype(np.float32)  # float32 keeps ~7 digits: 1e-5 K at 300 K
     out -= np.float32(offset)
     out *= np.float32(scale)

@@ -2,7 +2,8 @@
 
 MOD13A3 (Terra, monthly, 1 km; Didan 2021, doi:10.5067/MODIS/MOD13A3.061) is one HDF4-EOS
 sinusoidal tile per month, dated the month's first day. Its ``1 km monthly NDVI`` (int16,
-scale 0.0001, fill -3000, valid -2000..10000) is kept where ``1 km monthly pixel
+values x 10000, its ``scale_factor`` 10000 a divisor unlike the other MODIS products; fill
+-3000, valid -2000..10000) is kept where ``1 km monthly pixel
 raliability`` (sic, the product's name) is 0 (good) or 1 (marginal), not 2 (snow/ice), 3
 (cloudy) or -1 (fill). For each calendar month that the long-term period meets, the kept
 pixels are averaged into each 9 km cell (sinusoidal pixels are equal-area: the MODIS
@@ -237,8 +238,8 @@ def _monthly_mean(
                 if px.empty:
                     continue
                 good = load_field(path, field, qa, MOD13A3.qa_mask, MOD13A3.max_level,
-                                  px.rows, px.cols)  # fmt: skip
-                any_rank = load_field(path, field, qa, 0, 0, px.rows, px.cols)
+                                  px.rows, px.cols, divisor=True)  # fmt: skip
+                any_rank = load_field(path, field, qa, 0, 0, px.rows, px.cols, divisor=True)
                 s, c = bin_block(good, px, n_cells)
                 sums, counts = sums + s, counts + c
                 observed += bin_block(any_rank, px, n_cells)[1]

@@ -3,7 +3,8 @@
 One file per month and tile holding pixels of the window, dated the month's first day:
 1200 x 1200 pixels on grid ``MOD_Grid_monthly_1km_VI``, written like the MYD11A1/MCD43A3
 tiles (:mod:`gsm3_ops.world.modis`: ``StructMetadata.0``, deflated chunks) with the two
-layers the reader uses: ``1 km monthly NDVI`` (int16, scale 0.0001, fill -3000, valid
+layers the reader uses: ``1 km monthly NDVI`` (int16, values x 10000 with
+``scale_factor = 10000`` stated as a divisor, as LP DAAC's files do; fill -3000, valid
 -2000..10000) and ``1 km monthly pixel raliability`` (sic; int8, 0 good, 1 marginal, 3
 cloudy, fill -1).
 
@@ -43,6 +44,7 @@ NDVI = Sds(
     units="NDVI",
     fill=-3000,
     scale=0.0001,
+    divisor=True,
     variables=("ndvi",),
 )
 RELIABILITY = Sds(

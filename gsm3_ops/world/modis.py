@@ -59,6 +59,7 @@ class Sds:
     units: str
     fill: int | None = None
     scale: float | None = None  # value = scale * stored (add_offset 0); None: a QA layer
+    divisor: bool = False  # the file states 1 / scale (MOD13's convention: 10000 for NDVI)
     variables: tuple[str, ...] = ()  # the registry variable it holds, or those its QA rates
 
 
@@ -289,7 +290,8 @@ def write_sds(
         if spec.fill is not None:
             sds.setfillvalue(spec.fill)
         if spec.scale is not None:
-            sds.setcal(spec.scale, 0.0, 0.0, 0.0, SDC.FLOAT32)
+            stated = 1.0 / spec.scale if spec.divisor else spec.scale
+            sds.setcal(stated, 0.0, 0.0, 0.0, SDC.FLOAT32)
         chunked = _hdf4_chunks.deflate(sds, n // CHUNKS_PER_SIDE, DEFLATE_LEVEL)
         if chunked and spec.fill is not None:
             sds[layout.rows, layout.cols] = block
