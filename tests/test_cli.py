@@ -22,7 +22,8 @@ def roots(tmp_path, monkeypatch):
     monkeypatch.setenv("GSM3_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("GSM3_PUBLISH_ROOT", str(tmp_path / "pub"))
     monkeypatch.delenv("GSM3_CONFIG", raising=False)
-    return tmp_path
+    monkeypatch.chdir(tmp_path)  # the demo profile's relative archive: none here, even after
+    return tmp_path  # `make demo` wrote one in the checkout
 
 
 @pytest.mark.parametrize(
