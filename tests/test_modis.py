@@ -572,4 +572,3 @@ def test_credentials_never_reach_errors(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(SourceError, match="MYD11A1 061 on 2020-03-01: download failed") as err:
         ModisSource(client=fake).fetch(DAY, tmp_path / "work")
     assert "modis-pass-77z" not in str(err.value) and "modis-user-88y" not in str(err.value)
-
