@@ -215,8 +215,8 @@ class ProductConfig(_Strict):
     compression: Literal["deflate", "zstd"] = "deflate"
     web_mercator: bool = False
     quicklook: bool = True
-    timeseries_copy: bool = False
-    timeseries_time_chunk: int = Field(4096, gt=0)
+    timeseries_copy: bool = True  # updated with each day (only the new day's time block)
+    timeseries_time_chunk: int = Field(64, gt=0)
     timeseries_space_chunk: int = Field(16, gt=0)
     climatology: ClimatologyConfig = ClimatologyConfig()
     flags: QualityFlagConfig = QualityFlagConfig()
@@ -309,14 +309,36 @@ class Settings(BaseSettings):
         # The environment overrides the file, which overrides the profile (both come as init).
         return (env_settings, init_settings)
 
-    def to_yaml(self) -> str:
-        """The resolved configuration as YAML (what a run writes beside its outputs)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, public: bool = False) -> str:
+        """The resolved configuration as YAML (what a run writes beside its outputs).
+
+        ``public``: for publication, local paths are shown relative to ``${data_root}`` or
+        ``${publish_root}``, or as ``${local}/<name>``: nothing published names an internal path.
+        """
+        doc = self.model_dump(mode="json")
+        if public:
+            roots = {str(self.data_root): "${data_root}", str(self.publish_root): "${publish_root}"}
+            doc = _public_paths(doc, roots)
+        return yaml.safe_dump(doc, sort_keys=False)
 
     @property
     def model_dir(self) -> Path:
         """Where trained model bundles are cached."""
         return self.data_root / "models"
+
+
+def _public_paths(value: Any, roots: dict[str, str]) -> Any:
+    """``value`` with every absolute path rewritten against ``roots`` (see ``to_yaml``)."""
+    if isinstance(value, dict):
+        return {k: _public_paths(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public_paths(v, roots) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        for root, name in roots.items():
+            if value == root or value.startswith(root + "/"):
+                return name + value[len(root) :]
+        return "${local}/" + Path(value).name
+    return value
 
 
 def _profile_defaults(name: str) -> dict[str, Any]:

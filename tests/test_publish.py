@@ -20,8 +20,7 @@ from gsm3_ops.publish.cog import (
     write_web_mercator,
 )
 from gsm3_ops.publish.layers import FLAG_FILL, LAYERS, QUALITY_FLAGS
-from gsm3_ops.publish.product import ProductStoreError, time_length, write_day
-from gsm3_ops.publish.timeseries import timeseries_path, write_timeseries_copy
+from gsm3_ops.publish.product import ProductStoreError, time_length, time_span, write_day
 
 WINDOW = M09.window_from_bbox(36.0, -2.0, 37.0, -1.0)
 START = dt.date(2021, 1, 1)
@@ -96,10 +95,12 @@ def test_cog_paths(tmp_path) -> None:
 def test_product_grows_and_rewrites_in_place(tmp_path) -> None:
     path = tmp_path / "gsm3.zarr"
     write_day(path, dt.date(2021, 1, 3), _layers(1), M09, WINDOW, START)
+    assert time_span(path) == (dt.date(2021, 1, 3), 1)  # the axis starts at the first day
     write_day(path, dt.date(2021, 1, 6), _layers(2), M09, WINDOW, START)
     write_day(path, dt.date(2021, 1, 3), _layers(3), M09, WINDOW, START)
-    ds = xr.open_zarr(path, consolidated=False)
-    assert list(ds.indexes["time"].date) == [START + dt.timedelta(d) for d in range(6)]
+    ds = xr.open_zarr(path)  # consolidated
+    assert list(ds.indexes["time"].date) == [dt.date(2021, 1, 3) + dt.timedelta(d)
+                                             for d in range(4)]  # fmt: skip
     np.testing.assert_array_equal(
         ds.soil_moisture.sel(time="2021-01-03"), _layers(3)["soil_moisture"]
     )
@@ -107,26 +108,48 @@ def test_product_grows_and_rewrites_in_place(tmp_path) -> None:
         ds.soil_moisture.sel(time="2021-01-06"), _layers(2)["soil_moisture"]
     )
     assert int(ds.soil_moisture.sel(time="2021-01-04").count()) == 0
-    raw = xr.open_zarr(path, consolidated=False, mask_and_scale=False)
+    raw = xr.open_zarr(path, mask_and_scale=False)
     np.testing.assert_array_equal(
         raw.quality_flag.sel(time="2021-01-06"), _layers(2)["quality_flag"]
     )
     assert raw.quality_flag.dtype == np.uint8
     assert (raw.quality_flag.sel(time="2021-01-04") == FLAG_FILL).all()
+    assert ds.attrs["time_coverage_start"] == "2021-01-03"
+    assert ds.attrs["time_coverage_end"] == "2021-01-06"
     assert not list((tmp_path / ".staging").glob("*")) and not list(
         (tmp_path / ".journal").glob("*")
     )
 
 
+def test_an_earlier_day_rebases_the_axis_without_copying_data(tmp_path) -> None:
+    path = tmp_path / "gsm3.zarr"
+    write_day(path, dt.date(2021, 1, 5), _layers(1), M09, WINDOW, START)
+    write_day(path, dt.date(2021, 1, 6), _layers(2), M09, WINDOW, START)
+    chunk = path / "soil_moisture" / "1" / "0" / "0"
+    inode = chunk.stat().st_ino
+    write_day(path, dt.date(2021, 1, 2), _layers(3), M09, WINDOW, START)
+    assert time_span(path) == (dt.date(2021, 1, 2), 5)
+    ds = xr.open_zarr(path)
+    expected = {"2021-01-02": 3, "2021-01-05": 1, "2021-01-06": 2}
+    for day, seed in expected.items():
+        expected_sm = _layers(seed)["soil_moisture"]
+        np.testing.assert_array_equal(ds.soil_moisture.sel(time=day), expected_sm)
+    assert int(ds.soil_moisture.sel(time="2021-01-03").count()) == 0
+    assert (path / "soil_moisture" / "4" / "0" / "0").stat().st_ino == inode  # hard-linked
+    np.testing.assert_allclose(ds.lat.values, M09.lonlat(WINDOW)[1], atol=1e-4)
+    assert not list((tmp_path / ".staging").glob("*"))
+
+
 def test_time_axis_grows_across_time_chunks(tmp_path) -> None:
     path = tmp_path / "gsm3.zarr"
-    far = START + dt.timedelta(days=700)  # past the first 512-day time chunk
-    write_day(path, dt.date(2021, 1, 2), _layers(1), M09, WINDOW, START)
+    first = dt.date(2021, 1, 2)
+    far = first + dt.timedelta(days=699)  # past the first 512-day time chunk
+    write_day(path, first, _layers(1), M09, WINDOW, START)
     write_day(path, far, _layers(2), M09, WINDOW, START)
-    ds = xr.open_zarr(path, consolidated=False)
-    assert time_length(path) == 701
+    ds = xr.open_zarr(path)
+    assert time_length(path) == 700
     np.testing.assert_array_equal(ds.indexes["time"].date, [
-        START + dt.timedelta(d) for d in range(701)
+        first + dt.timedelta(d) for d in range(700)
     ])  # fmt: skip
     np.testing.assert_array_equal(ds.soil_moisture.sel(time=str(far)), _layers(2)["soil_moisture"])
 
@@ -134,8 +157,9 @@ def test_time_axis_grows_across_time_chunks(tmp_path) -> None:
 def test_product_cf_attributes_and_grid_mapping(tmp_path) -> None:
     path = tmp_path / "gsm3.zarr"
     write_day(path, START, _layers(1), M09, WINDOW, START)
-    ds = xr.open_zarr(path, consolidated=False, decode_times=False)
-    assert ds.attrs["Conventions"] == "CF-1.8"
+    ds = xr.open_zarr(path, decode_times=False)
+    assert ds.attrs["Conventions"] == "CF-1.8, ACDD-1.3"
+    assert ds.attrs["geospatial_lat_min"] < ds.attrs["geospatial_lat_max"]
     sm = ds.soil_moisture
     assert sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
     assert sm.attrs["units"] == "m3 m-3" and sm.attrs["grid_mapping"] == "crs"
@@ -159,8 +183,10 @@ def test_product_cf_attributes_and_grid_mapping(tmp_path) -> None:
     assert ds.time.attrs["units"] == f"days since {START}"
     assert ds.time.attrs["calendar"] == "proleptic_gregorian"
     # every layer lists the scalar depth as an auxiliary coordinate (CF 5.7)
-    meta = json.loads((path / "soil_moisture" / "zarr.json").read_text())
-    assert "depth" in meta["attributes"]["coordinates"].split()
+    attrs = json.loads((path / "soil_moisture" / ".zattrs").read_text())
+    assert set(attrs["coordinates"].split()) == {"lat", "lon", "depth"}
+    assert sm.attrs["ancillary_variables"] == "soil_moisture_sd quality_flag"
+    assert ds.lat.attrs["standard_name"] == "latitude" and ds.lon.dims == ("y", "x")
     flag = ds.quality_flag.attrs
     assert list(flag["flag_masks"]) == list(QUALITY_FLAGS)
     assert flag["flag_meanings"].split() == list(QUALITY_FLAGS.values())
@@ -170,8 +196,9 @@ def test_product_cf_attributes_and_grid_mapping(tmp_path) -> None:
 def test_chunks_are_one_day_by_a_tile(tmp_path) -> None:
     path = tmp_path / "gsm3.zarr"
     write_day(path, START, _layers(1), M09, WINDOW, START, tile=8)
-    meta = json.loads((path / "soil_moisture" / "zarr.json").read_text())
-    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 8, 8]
+    meta = json.loads((path / "soil_moisture" / ".zarray").read_text())
+    assert meta["chunks"] == [1, 8, 8] and meta["zarr_format"] == 2
+    assert meta["dimension_separator"] == "/" and meta["compressor"]["id"] == "zlib"
 
 
 def test_product_refuses_day_before_start_and_a_foreign_window(tmp_path) -> None:
@@ -192,7 +219,7 @@ def test_failed_zarr_write_leaves_the_store_as_it_was(tmp_path, monkeypatch) -> 
 
     path = tmp_path / "gsm3.zarr"
     write_day(path, START, _layers(1), M09, WINDOW, START)
-    before = xr.open_zarr(path, consolidated=False).load()
+    before = xr.open_zarr(path).load()
     rename = atomic.os.rename
     calls = []
 
@@ -206,28 +233,5 @@ def test_failed_zarr_write_leaves_the_store_as_it_was(tmp_path, monkeypatch) -> 
     with pytest.raises(OSError, match="No space"):
         write_day(path, dt.date(2021, 1, 4), _layers(2), M09, WINDOW, START)
     monkeypatch.setattr(atomic.os, "rename", rename)
-    xr.testing.assert_identical(xr.open_zarr(path, consolidated=False).load(), before)
+    xr.testing.assert_identical(xr.open_zarr(path).load(), before)
     assert time_length(path) == 1
-
-
-def test_time_series_copy_holds_the_same_values_chunked_for_points(tmp_path) -> None:
-    path = tmp_path / "gsm3.zarr"
-    for k, day in enumerate((START, START + dt.timedelta(2), START + dt.timedelta(5))):
-        write_day(path, day, _layers(k), M09, WINDOW, START)
-    copy = write_timeseries_copy(tmp_path, time_chunk=4096, space_chunk=4)
-    assert copy == timeseries_path(tmp_path)
-    meta = json.loads((copy / "soil_moisture" / "zarr.json").read_text())
-    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [6, 4, 4]
-    product = xr.open_zarr(path, consolidated=False, mask_and_scale=False)
-    series = xr.open_zarr(copy, consolidated=False, mask_and_scale=False)
-    assert series.attrs["last_day"] == str(START + dt.timedelta(5))
-    for name in LAYERS:
-        assert series[name].dtype == product[name].dtype
-        xr.testing.assert_equal(series[name].load(), product[name].load())
-    # a point's whole history is one chunk; a rebuild replaces the copy
-    write_day(path, START + dt.timedelta(6), _layers(9), M09, WINDOW, START)
-    write_timeseries_copy(tmp_path, time_chunk=4096, space_chunk=4)
-    series = xr.open_zarr(copy, consolidated=False)
-    assert series.sizes["time"] == 7
-    np.testing.assert_array_equal(series.soil_moisture.isel(time=-1), _layers(9)["soil_moisture"])
-    assert not list((tmp_path / ".staging").glob("*"))

@@ -32,7 +32,8 @@ from gsm3_ops.publish.product import time_length
 WINDOW = Window(800, 2300, 12, 10)
 CFG = ProductConfig(start=dt.date(2020, 1, 1))
 CHUNK = 8
-D1, D2, D3 = dt.date(2020, 3, 1), dt.date(2020, 3, 2), dt.date(2020, 3, 4)
+D0, D1, D2, D3 = dt.date(2020, 2, 27), dt.date(2020, 3, 1), dt.date(2020, 3, 2), dt.date(2020, 3, 4)
+KINDS = {D0: "day before the first", D2: "rewrite", D3: "new day"}
 
 
 def layers_for(day: dt.date, version: int = 0) -> dict[str, np.ndarray]:
@@ -94,15 +95,23 @@ def _copy(base: Path, tmp_path: Path) -> Path:
 
 def test_published_day_is_complete_and_its_files_agree(base) -> None:
     root = base
-    ds = xr.open_zarr(root / "gsm3.zarr", consolidated=False, mask_and_scale=False)
-    n_days = (D2 - CFG.start).days + 1
-    assert list(ds.indexes["time"].date) == [CFG.start + dt.timedelta(d) for d in range(n_days)]
+    ds = xr.open_zarr(root / "gsm3.zarr", mask_and_scale=False)  # consolidated
+    assert list(ds.indexes["time"].date) == [D1, D2]  # the published days only
     manifest = json.loads(manifest_for(root, D2).read_text())
     assert manifest["status"] == "complete" and manifest["commit"].startswith("2020-03-02-")
-    assert all(Path(p).is_file() for p in manifest["outputs"]["files"])
+    assert all((root / p).is_file() for p in manifest["outputs"]["files"])
+    assert str(root) not in manifest_for(root, D2).read_text()  # no internal path published
+    assert json.loads((root / "days.json").read_text()) == {"days": [str(D1), str(D2)]}
+    latest = json.loads((root / "latest.json").read_text())
+    assert latest["day"] == str(D2) and latest["n_days"] == 2 and latest["first_day"] == str(D1)
+    assert (root / latest["item"]).is_file() and (root / latest["collection"]).is_file()
+    series = xr.open_zarr(root / latest["timeseries"], mask_and_scale=False)
+    for name in ds.data_vars:
+        xr.testing.assert_equal(series[name].load(), ds[name].load())
     xs, ys = M09.x_centres(WINDOW), M09.y_centres(WINDOW)
     cells = [(2, 5), (7, 1), (11, 9), (0, 0)]  # (0, 0) is no-data
-    for name, path in manifest["outputs"]["cog"].items():
+    for name, rel in manifest["outputs"]["cog"].items():
+        path = root / rel
         assert validate_cog(path)[0], path
         with rasterio.open(path) as src:
             assert src.tags()["date"] == D2.isoformat() and src.tags()["bundle_id"] == "bundle-1"
@@ -113,8 +122,7 @@ def test_published_day_is_complete_and_its_files_agree(base) -> None:
     expected = layers_for(D2)
     np.testing.assert_array_equal(ds.soil_moisture.sel(time=str(D2)), expected["soil_moisture"])
     np.testing.assert_array_equal(ds.quality_flag.sel(time=str(D2)), expected["quality_flag"])
-    assert (ds.quality_flag.sel(time="2020-02-15") == FLAG_FILL).all()  # never published
-    assert Path(manifest["outputs"]["quicklook"]).read_bytes()[:4] == b"\x89PNG"
+    assert (root / manifest["outputs"]["quicklook"]).read_bytes()[:4] == b"\x89PNG"
     assert not leftovers(root)
 
 
@@ -149,6 +157,9 @@ STEPS = {
     "quick-look": ("render", _raise(MemoryError("plot"))),
     "stac item": ("stac.build_item", _raise(stac.StacInvalidError("bad item"))),
     "zarr plan": ("plan_day", _raise(ENOSPC)),
+    "time-series plan": ("plan_copy", _raise(ENOSPC)),
+    "rename zarr metadata": ("os.rename", _fail_rename(lambda d: d.endswith(".zmetadata"))),
+    "rename latest": ("os.rename", _fail_rename(lambda d: d.endswith("latest.json"))),
     "collection": ("stac.build_collection", _raise(ENOSPC)),
     "rename data": ("os.rename", _fail_rename(lambda d: "/cog/" in d)),
     "rename collection": ("os.rename", _fail_rename(lambda d: d.endswith("collection.json"))),
@@ -162,8 +173,8 @@ NO_QUICKLOOK = CFG.model_copy(update={"quicklook": False})  # the PNG is the slo
 @pytest.mark.parametrize(
     ("step", "day"),
     [  # rewrites of a published day and new days (which grow the time axis), alternately
-        pytest.param(step, day, id=f"{step}, {'rewrite' if day == D2 else 'new day'}")
-        for step, day in zip(STEPS, [D2, D3] * len(STEPS), strict=False)
+        pytest.param(step, day, id=f"{step}, {KINDS[day]}")
+        for step, day in zip(STEPS, [D2, D3, D0] * len(STEPS), strict=False)
     ],
 )
 def test_a_failure_at_any_step_leaves_the_previous_product(base, tmp_path, monkeypatch, step,
@@ -182,7 +193,7 @@ def test_a_failure_at_any_step_leaves_the_previous_product(base, tmp_path, monke
         publish(root, day, version=1, cfg=cfg)
     monkeypatch.undo()
     assert snapshot(root) == before
-    assert time_length(root / "gsm3.zarr") == (D2 - CFG.start).days + 1
+    assert time_length(root / "gsm3.zarr") == 2
     assert not leftovers(root)
 
 
@@ -194,8 +205,25 @@ def test_after_a_full_disk_the_day_is_published_by_the_next_run(base, tmp_path, 
     monkeypatch.undo()
     assert not manifest_for(root, D3).exists()
     publish(root, D3, cfg=NO_QUICKLOOK)
-    ds = xr.open_zarr(root / "gsm3.zarr", consolidated=False)
+    ds = xr.open_zarr(root / "gsm3.zarr")
     np.testing.assert_array_equal(
         ds.soil_moisture.sel(time=str(D3)), layers_for(D3)["soil_moisture"]
     )
-    assert json.loads(manifest_for(root, D3).read_text())["status"] == "complete"
+
+
+def test_a_day_before_the_first_rebases_product_and_copy(base, tmp_path) -> None:
+    root = _copy(base, tmp_path)
+    published = publish(root, D0, cfg=NO_QUICKLOOK)
+    ds = xr.open_zarr(root / "gsm3.zarr")
+    assert list(ds.indexes["time"].date) == [D0 + dt.timedelta(d) for d in range(5)]
+    for day in (D0, D1, D2):
+        np.testing.assert_array_equal(ds.soil_moisture.sel(time=str(day)),
+                                      layers_for(day)["soil_moisture"])  # fmt: skip
+    assert int(ds.soil_moisture.sel(time="2020-02-28").count()) == 0
+    series = xr.open_zarr(root / "gsm3_timeseries.zarr")
+    xr.testing.assert_equal(series.soil_moisture.load(), ds.soil_moisture.load())
+    assert json.loads((root / "days.json").read_text())["days"] == [str(D0), str(D1), str(D2)]
+    # the mirror is told every file of the rebased store, and the keys that went away
+    assert "gsm3.zarr/soil_moisture/3/0/0" in published.changed
+    assert published.changed[-1].startswith("manifests/")
+    assert "gsm3.zarr/soil_moisture/1/0/0" in published.removed  # D2's old key, now a gap day

@@ -30,11 +30,12 @@ FLAGS = QualityFlagConfig()
 
 def _history(tmp_path, values) -> tuple:
     """A product whose days before ``DAY`` hold ``values(date) -> (rows, cols)`` (fast: the
-    history is written straight into the zarr arrays after one day published empty)."""
+    history is written straight into the zarr arrays after START and DAY published empty)."""
     empty = {name: LAYERS[name].empty(WINDOW.shape) for name in BASE_LAYERS}
-    cfg = ProductConfig(start=START, quicklook=False)
-    record = DayManifest(date=DAY, status="complete")
-    published = publish_day(tmp_path, M09, WINDOW, cfg, 8, DayProduct(DAY, empty, {}), record)
+    cfg = ProductConfig(start=START, quicklook=False, timeseries_copy=False)
+    for day in (START, DAY):
+        record = DayManifest(date=day, status="complete")
+        published = publish_day(tmp_path, M09, WINDOW, cfg, 8, DayProduct(day, empty, {}), record)
     path = published.product
     arr = zarr.open_array(path / "soil_moisture", mode="r+")
     days = pd.date_range(START, DAY - dt.timedelta(days=1)).date

@@ -58,7 +58,7 @@ def test_catalogue_validates_with_pystac_offline(catalogue) -> None:
                 pass
             assert key in (*LAYERS, "quicklook", "soil_moisture_webmercator")
     zarr_href = collection.assets["zarr"].get_absolute_href()
-    assert zarr_href.endswith("gsm3.zarr") and (catalogue / "gsm3.zarr" / "zarr.json").exists()
+    assert zarr_href.endswith("gsm3.zarr") and (catalogue / "gsm3.zarr" / ".zmetadata").exists()
     interval = collection.extent.temporal.intervals[0]
     assert [d.date() for d in interval] == [D1, D2]
 

@@ -39,7 +39,6 @@ from gsm3_ops.publish.cog import cog_path
 from gsm3_ops.publish.day import DayProduct, publish_day
 from gsm3_ops.publish.manifest import DayManifest, failure_path, manifest_path
 from gsm3_ops.publish.product import product_path
-from gsm3_ops.publish.timeseries import write_timeseries_copy
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +146,6 @@ def run_day(
                 raise DayFailedError(str(exc)) from exc
             raise
         failure_path(s.publish_root, day).unlink(missing_ok=True)
-        if s.product.timeseries_copy:
-            _refresh_timeseries(dep)
     return RunResult(
         day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
         manifest_path(s.publish_root, day), time.perf_counter() - t0, provisional=bool(missing),
@@ -244,7 +241,7 @@ def _publish(
             "gsm3:land_cells": int(land.sum()),
         },
         land=dep.land,
-        extra_files={config_path: s.to_yaml().encode()},
+        extra_files={config_path: s.to_yaml(public=True).encode()},
     )
     record = DayManifest(
         date=day,
@@ -257,7 +254,7 @@ def _publish(
         provisional=bool(missing),
         missing_inputs=missing,
         cube_manifest=doc,
-        config=str(config_path),
+        config=str(config_path.relative_to(s.publish_root)),
         land_cells=int(land.sum()),
         soil_moisture_mean=float(np.nanmean(sm)) if land.any() else None,
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -278,13 +275,3 @@ def _record_failure(publish_root: Path, day: dt.date, exc: Exception) -> None:
         DayManifest.failure(day, str(exc)).save_failure(publish_root)
     except OSError as write_error:
         log.error("could not record the failure of %s: %s", day, write_error)
-
-
-def _refresh_timeseries(dep: Deployment) -> None:
-    """Rebuild the time-series copy; a failure leaves the previous copy and the day stands."""
-    p = dep.settings.product
-    try:
-        write_timeseries_copy(dep.settings.publish_root, p.timeseries_time_chunk,
-                              p.timeseries_space_chunk)  # fmt: skip
-    except (OSError, ValueError) as exc:
-        log.error("time-series copy not refreshed (the previous copy is kept): %s", exc)

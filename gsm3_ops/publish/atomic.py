@@ -180,6 +180,8 @@ def _rollback(root: Path, stage_dir: Path, moves: list[Move]) -> None:
         backup = _backup(stage_dir, move.final)
         staged = root / move.staged if move.staged else None
         if backup.exists():  # the old file was set aside: put it back over whatever is there
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)  # a replaced folder (a rebased store): rename can't overwrite
             os.replace(backup, final)
         elif not move.had_old and staged is not None and not staged.exists() and final.exists():
             final.unlink()  # a new file where there was none: take it away

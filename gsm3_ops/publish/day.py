@@ -1,17 +1,21 @@
-"""Publish one day atomically: product Zarr, a COG per layer, quick-look, STAC, manifest.
+"""Publish one day atomically: product Zarr and its time-series copy, a COG per layer,
+quick-look, STAC, the day index and the day manifest.
 
 Everything that costs time or disk happens first, outside the publication lock, in the day's
 staging folder: the anomaly and percentile against the product's history, the day's Zarr
 chunks, the COGs (each checked with rio-cogeo's validator), the quick-look and the STAC item
 (checked with pystac's validator). Then, under the lock, one transaction renames the data
-into place (Zarr chunks, grown Zarr metadata, COGs, quick-look, extra files), then the STAC
-item and collection, and writes the day manifest last: that rename is the commit point. A
-failure at any step leaves the product as it was and raises :class:`PublishError`.
+into place (Zarr chunks, grown Zarr metadata, ``.zmetadata``, the time-series copy's block,
+COGs, quick-look, extra files), then the STAC item and collection, ``days.json`` and
+``latest.json`` (what apps poll), and writes the day manifest last: that rename is the commit
+point. A failure at any step leaves the product as it was and raises :class:`PublishError`.
+Nothing published names a path outside the publish root: ``outputs`` are relative to it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,7 +49,9 @@ from gsm3_ops.publish.product import (
     stage_layers,
 )
 from gsm3_ops.publish.quicklook import quicklook_path, render
-from gsm3_ops.publish.timeseries import timeseries_path
+from gsm3_ops.publish.timeseries import ensure_copy, plan_copy, timeseries_path
+
+DAYS_NAME, LATEST_NAME = "days.json", "latest.json"
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,8 @@ class Published:
     quicklook: Path | None
     web_mercator: Path | None
     seconds: float
+    changed: list[str] = field(default_factory=list)  # relative paths, in commit order
+    removed: list[str] = field(default_factory=list)  # relative paths the day took away
 
 
 def publish_day(
@@ -139,12 +147,23 @@ def _publish(
     store = product_path(root)
     with publish_lock(root):
         recover(root)
-        ensure_store(store, grid, window, cfg.start, chunk)
+        ensure_store(store, grid, window, cfg.start, chunk, _acdd(cfg))
+        if cfg.timeseries_copy:
+            ensure_copy(
+                timeseries_path(root),
+                grid,
+                window,
+                cfg.start,
+                (cfg.timeseries_time_chunk, cfg.timeseries_space_chunk),
+                _acdd(cfg),
+            )
     with Transaction(root, day.isoformat()) as tx:
         staged = _stage(tx, root, grid, window, cfg, dp)
         with publish_lock(root):
             recover(root)
-            plan_day(tx, store, staged.store, day, cfg.start)
+            placement = plan_day(tx, store, staged.store, day, cfg.start)
+            if cfg.timeseries_copy:
+                plan_copy(tx, timeseries_path(root), store, staged.layers, placement, cfg.start)
             for final, staged_file in staged.files:
                 tx.replace(final, staged_file)
             collection = stac.build_collection(
@@ -160,16 +179,98 @@ def _publish(
             )
             col_file = stac.collection_path(root)
             tx.replace(col_file, _stage_json(tx, col_file, collection))
+            _plan_index(tx, root, cfg, grid, window, day)
+            replaced = _folders(tx)
             tx.commit(manifest, {**record.to_json(), "outputs": staged.outputs})  # the commit point
+            changed, removed = _changes(root, tx, replaced)
     return Published(
         day, staged.cogs, store, staged.item, col_file, manifest, staged.quicklook,
-        staged.web_mercator, time.perf_counter() - t0,
+        staged.web_mercator, time.perf_counter() - t0, changed, removed,
     )  # fmt: skip
+
+
+def published_days(root: Path) -> list[dt.date]:
+    """The published days, from ``days.json`` (or, before it existed, the day manifests)."""
+    index = Path(root) / DAYS_NAME
+    if index.exists():
+        return [dt.date.fromisoformat(d) for d in json.loads(index.read_text())["days"]]
+    days = []
+    for path in sorted(Path(root).glob("manifests/*/gsm3_*.json")):
+        stem = path.name.removesuffix(".json")[5:]
+        if stem.isdigit() and len(stem) == 8:
+            record = DayManifest.read(path, dt.datetime.strptime(stem, "%Y%m%d").date())
+            if record is not None and record.published:
+                days.append(record.date)
+    return days
+
+
+def _plan_index(
+    tx: Transaction, root: Path, cfg: ProductConfig, grid: EaseGrid, window: Window,
+    day: dt.date,
+) -> None:  # fmt: skip
+    """``days.json`` (every published day) and ``latest.json`` (the newest day and where its
+    files are, relative to the root), after everything they point to."""
+    days = sorted({*published_days(root), day})
+    lon, lat = grid.lonlat(window)
+    latest = {
+        "day": days[-1].isoformat(),
+        "first_day": days[0].isoformat(),
+        "n_days": len(days),
+        "product_version": cfg.version,
+        "collection": _rel(stac.collection_path(root), root),
+        "item": _rel(stac.item_path(root, cfg.collection_id, days[-1]), root),
+        "zarr": _rel(product_path(root), root),
+        "timeseries": _rel(timeseries_path(root), root) if cfg.timeseries_copy else None,
+        "bbox": [round(float(v), 5) for v in (lon.min(), lat.min(), lon.max(), lat.max())],
+        "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    for name, doc in ((DAYS_NAME, {"days": [d.isoformat() for d in days]}),
+                      (LATEST_NAME, latest)):  # fmt: skip
+        tx.replace(root / name, _stage_json(tx, root / name, doc))
+
+
+def _acdd(cfg: ProductConfig) -> dict[str, str]:
+    """The product's own global attributes (ACDD) for the Zarr stores."""
+    return {"license": cfg.license, "product_version": cfg.version, "id": cfg.collection_id,
+            "naming_authority": "gsm3-ops"}  # fmt: skip
+
+
+def _folders(tx: Transaction) -> dict[str, set[str]]:
+    """The files under each folder a move replaces (a rebased store), before the commit."""
+    return {
+        move.final: _files_under(tx.root / move.final, tx.root)
+        for move in tx.moves
+        if (tx.root / move.final).is_dir()
+    }
+
+
+def _files_under(folder: Path, root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in folder.rglob("*") if p.is_file()}
+
+
+def _changes(root: Path, tx: Transaction, replaced: dict[str, set[str]]) -> tuple[list, list]:
+    """The relative paths the committed ``tx`` wrote (folders expanded) and removed."""
+    changed, removed = [], []
+    for move in tx.moves:
+        if move.staged is None:
+            removed.append(move.final)
+        elif move.final in replaced:
+            now = _files_under(root / move.final, root)
+            changed += sorted(now)
+            removed += sorted(replaced[move.final] - now)
+        else:
+            changed.append(move.final)
+    return changed, removed
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(Path(path).relative_to(root))
 
 
 @dataclass
 class _Staged:
     store: Path  # the one-day Zarr
+    layers: dict[str, np.ndarray]  # every product layer of the day
     files: list[tuple[Path, Path]]  # (final, staged), in publication order
     cogs: dict[str, Path]
     item: Path
@@ -210,16 +311,17 @@ def _stage(
     item = stac.build_item(root, day, cfg.collection_id, grid, window, assets, properties)
     item_file = stac.item_path(root, cfg.collection_id, day)
     files.append((item_file, _stage_json(tx, item_file, item)))  # after the data it describes
-    outputs = {
-        "zarr": str(store),
-        "cog": {name: str(path) for name, path in cogs.items()},
-        "stac_item": str(item_file),
-        "stac_collection": str(stac.collection_path(root)),
-        "quicklook": str(ql) if ql else None,
-        "web_mercator": str(web) if web else None,
-        "files": [str(final) for final, _ in files],
+    outputs = {  # relative to the publish root: nothing published names an internal path
+        "zarr": _rel(store, root),
+        "timeseries": _rel(timeseries_path(root), root) if cfg.timeseries_copy else None,
+        "cog": {name: _rel(path, root) for name, path in cogs.items()},
+        "stac_item": _rel(item_file, root),
+        "stac_collection": _rel(stac.collection_path(root), root),
+        "quicklook": _rel(ql, root) if ql else None,
+        "web_mercator": _rel(web, root) if web else None,
+        "files": [_rel(final, root) for final, _ in files],
     }
-    return _Staged(staged_store, files, cogs, item_file, ql, web, outputs)
+    return _Staged(staged_store, layers, files, cogs, item_file, ql, web, outputs)
 
 
 def _stage_web_mercator(tx: Transaction, final: Path, source: Path, compression: str) -> Path:

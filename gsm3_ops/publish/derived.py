@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gsm3_ops.config import ClimatologyConfig
-from gsm3_ops.publish.product import read_days, time_length
+from gsm3_ops.publish.product import read_days, time_span
 
 BLOCK = 256  # cells per side read at once: samples x 256 x 256 float32 stay small
 
@@ -38,8 +38,8 @@ def _same_day(day: dt.date, year: int) -> dt.date:
 def sample_days(
     day: dt.date, start: dt.date, length: int, cfg: ClimatologyConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Time indices of ``day``'s climatology samples in a product of ``length`` days from
-    ``start``, and the year (season) of each; the day itself is never among them."""
+    """Time indices of ``day``'s climatology samples on a time axis of ``length`` days from
+    ``start`` (its first day), and the year (season) of each; never the day itself."""
     w = dt.timedelta(days=cfg.window_days)
     if cfg.baseline_start is not None and cfg.baseline_end is not None:
         lo, hi = cfg.baseline_start, cfg.baseline_end
@@ -63,7 +63,8 @@ def climatology_layers(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly (m3 m-3) and percentile (0..100) of ``value`` (the day's soil moisture over the
     product's window) against the climatology read from the product Zarr at ``path``."""
-    indices, seasons = sample_days(day, start, time_length(path), cfg)
+    first, length = time_span(path)
+    indices, seasons = sample_days(day, first or start, length, cfg)
     with_today = cfg.baseline_start is not None and cfg.baseline_start <= day <= cfg.baseline_end
     if with_today:
         seasons = np.append(seasons, day.year)
