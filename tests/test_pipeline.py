@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +47,7 @@ def test_outputs_are_valid_and_agree(first_run) -> None:
         np.testing.assert_array_equal(src.read(1), sm)
     manifest = json.loads(result.manifest.read_text())
     assert manifest["status"] == "complete" and manifest["date"] == DAY.isoformat()
-    assert Path(manifest["config"]).is_file()
+    assert (dep.settings.publish_root / manifest["config"]).is_file()
 
 
 def test_rerun_is_identical_and_uses_the_cached_model(first_run) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -89,11 +88,16 @@ def test_run_day_publishes_the_day_with_its_flag_bits(deployment, no_model) -> N
     manifest = json.loads(result.manifest.read_text())
     assert manifest["status"] == "complete" and manifest["bundle_id"] == "b-1"
     assert manifest["product_version"] == dep.settings.product.version
+    root = dep.settings.publish_root
     for path in manifest["outputs"]["cog"].values():
-        assert validate_cog(path)[0]
+        assert validate_cog(root / path)[0]
     assert result.cog == dep.settings.publish_root / "cog/2019/gsm3_sm_20191215.tif"
-    assert (result.manifest.with_suffix(".config.yaml")).read_text() == dep.settings.to_yaml()
-    ds = xr.open_zarr(result.product, consolidated=False, mask_and_scale=False)
+    published_config = result.manifest.with_suffix(".config.yaml").read_text()
+    assert published_config == dep.settings.to_yaml(public=True)
+    assert str(root) not in published_config and "data_root: ${data_root}" in published_config
+    assert str(dep.settings.data_root) not in published_config
+    assert str(root) not in result.manifest.read_text()  # nothing published names a local path
+    ds = xr.open_zarr(result.product, mask_and_scale=False)
     flag = ds.quality_flag.sel(time=str(DAY)).values
     land = dep.land
     assert (flag[~land] == FLAG_FILL).all() and (flag[land] < FLAG_FILL).all()
@@ -106,12 +110,12 @@ def test_run_day_publishes_the_day_with_its_flag_bits(deployment, no_model) -> N
     assert not failure_path(dep.settings.publish_root, DAY).exists()
     # the demo profile (which the test config extends) adds the Web-Mercator COG and the
     # time-series copy
-    assert validate_cog(manifest["outputs"]["web_mercator"])[0]
-    series = xr.open_zarr(dep.settings.publish_root / "gsm3_timeseries.zarr", consolidated=False)
+    assert validate_cog(root / manifest["outputs"]["web_mercator"])[0]
+    series = xr.open_zarr(root / "gsm3_timeseries.zarr")
     np.testing.assert_array_equal(
         series.soil_moisture.sel(time=str(DAY)), ds.soil_moisture.sel(time=str(DAY))
     )
-    item = json.loads(Path(manifest["outputs"]["stac_item"]).read_text())
+    item = json.loads((root / manifest["outputs"]["stac_item"]).read_text())
     assert item["properties"]["gsm3:provisional_share"] == pytest.approx(
         block[land].sum() / land.sum(), abs=1e-4
     )
@@ -123,7 +127,7 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
     root = dep.settings.publish_root
     pipeline.run_day(dep, DAY, progress=False)
     manifest_before = manifest_path(root, DAY).read_bytes()
-    product_before = xr.open_zarr(root / "gsm3.zarr", consolidated=False).load()
+    product_before = xr.open_zarr(root / "gsm3.zarr").load()
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -138,7 +142,7 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
     assert manifest_path(root, DAY).read_bytes() == manifest_before
     assert not manifest_path(root, DAY + dt.timedelta(days=1)).exists()
     xr.testing.assert_identical(
-        xr.open_zarr(root / "gsm3.zarr", consolidated=False).load(), product_before
+        xr.open_zarr(root / "gsm3.zarr").load(), product_before
     )
     monkeypatch.undo()
     _fake_model(monkeypatch)
