@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gsm3-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo serve test lint install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/gsm3-ops world
 	$(BIN)/gsm3-ops run
+
+# The read-only service and web map over what `make demo` published: http://127.0.0.1:8080/
+serve: $(STAMP)
+	$(BIN)/gsm3-ops serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -254,6 +254,9 @@ class WorldConfig(_Strict):
         return self
 
 
+SECRET_WORDS = ("secret", "password", "token", "key")
+
+
 class Settings(BaseSettings):
     """The whole resolved configuration of a deployment."""
 
@@ -263,7 +266,14 @@ class Settings(BaseSettings):
 
     profile: Literal["demo", "global"] = "demo"
     data_root: Path
+    # A folder, or an object-storage URL (s3://bucket/prefix): each day is then published
+    # atomically into <data_root>/publish (the local mirror) and uploaded in a reader-safe
+    # order (publish/remote.py); publish_remote holds the URL.
     publish_root: Path
+    publish_remote: str | None = None
+    # fsspec storage options of the remote (endpoint_url, region ...); credentials come from
+    # the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never from this file.
+    publish_options: dict[str, Any] = {}
     grid: Literal["M09", "M36"] = "M09"
     region: BoxConfig | None = None  # the domain: the grid cells that overlap this box
     sources: SourcesConfig = SourcesConfig()
@@ -278,10 +288,32 @@ class Settings(BaseSettings):
         default_factory=lambda: {k: BoxConfig(**v) for k, v in PAPER_REGIONS.items()}
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_publish_root(cls, data: Any) -> Any:
+        root = data.get("publish_root") if isinstance(data, dict) else None
+        if isinstance(root, str) and "://" in root and not root.startswith("file://"):
+            if data.get("data_root") is None:
+                raise ValueError("an object-storage publish_root needs data_root (its mirror)")
+            data = {**data, "publish_remote": root.rstrip("/"),
+                    "publish_root": Path(data["data_root"]) / "publish"}  # fmt: skip
+        return data
+
     @field_validator("data_root", "publish_root")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("publish_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        secret = [k for k in value if any(w in k.lower() for w in SECRET_WORDS)]
+        if secret:
+            raise ValueError(
+                f"publish_options {secret} look like credentials: set them in the environment "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in a configuration file"
+            )
+        return value
 
     @model_validator(mode="after")
     def _default_feature_set(self) -> Settings:

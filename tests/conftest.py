@@ -1,5 +1,6 @@
-"""Shared fixtures: the real-data folder (``GSM3_FIXTURES``, default ``../shared/data``) and the
-session's synthetic-world archive with its ingested cube (``world_site``)."""
+"""Shared fixtures: the real-data folder (``GSM3_FIXTURES``, default ``../shared/data``), the
+session's synthetic-world archive with its ingested cube (``world_site``) and the session's
+S3 server on loopback (``s3_server``, tests/s3server.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pyproj  # noqa: F401  (before eccodes; see gsm3_ops/__init__.py)
 import pytest
+
+from tests.s3server import s3_server  # noqa: F401  (the session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import urllib.request
 from types import SimpleNamespace
 
 import numpy as np
@@ -141,10 +142,40 @@ def test_a_full_disk_fails_the_day_and_keeps_the_previous_product(deployment, no
         assert record["status"] == "failed" and "No space left" in record["error"]
     assert manifest_path(root, DAY).read_bytes() == manifest_before
     assert not manifest_path(root, DAY + dt.timedelta(days=1)).exists()
-    xr.testing.assert_identical(
-        xr.open_zarr(root / "gsm3.zarr").load(), product_before
-    )
+    xr.testing.assert_identical(xr.open_zarr(root / "gsm3.zarr").load(), product_before)
     monkeypatch.undo()
     _fake_model(monkeypatch)
     pipeline.run_day(dep, DAY, progress=False, force=True)  # published again: record removed
     assert not failure_path(root, DAY).exists()
+
+
+def test_a_day_published_to_object_storage_reaches_readers(world_site, s3_server, tmp_path,
+                                                           monkeypatch) -> None:  # fmt: skip
+    """publish_root: s3://...: the day is committed locally, then uploaded; a failed upload
+    fails the run in one line and the next run finishes it before anything else."""
+    url = s3_server.url("pipeline")
+    config = world_site.config(tmp_path, product={"start": "2019-12-01"}, publish_root=url)
+    for key, value in {**s3_server.aws_env(), "AWS_SECRET_ACCESS_KEY": "wrong"}.items():
+        monkeypatch.setenv(key, value)
+    dep = Deployment(load_settings(config))
+    assert dep.settings.publish_remote == url
+    assert dep.settings.publish_root == dep.settings.data_root / "publish"
+    _fake_model(monkeypatch)
+    with pytest.raises(pipeline.DayFailedError, match="published locally, but uploading") as info:
+        pipeline.run_day(dep, DAY, progress=False)
+    assert "wrong" not in str(info.value) and len(str(info.value).splitlines()) == 1
+    fs = s3_server.filesystem()
+    assert not fs.exists(f"{url}/latest.json")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    later = DAY + dt.timedelta(days=1)
+    for day in (DAY, later):  # DAY: skipped, its upload finished first; later: mirrored
+        pipeline.run_day(dep, day, progress=False)
+    local = dep.settings.publish_root
+    assert not list((local / ".upload").glob("*.json"))
+    remote = xr.open_zarr(fs.get_mapper(f"{url}/gsm3.zarr"), consolidated=True)
+    xr.testing.assert_identical(remote.load(), xr.open_zarr(local / "gsm3.zarr").load())
+    series = xr.open_zarr(fs.get_mapper(f"{url}/gsm3_timeseries.zarr"), consolidated=True)
+    assert list(series.indexes["time"].date) == [DAY, later]
+    with urllib.request.urlopen(s3_server.http_url("pipeline/latest.json"), timeout=10) as r:
+        assert json.loads(r.read())["day"] == later.isoformat()  # a plain HTTP GET
+    assert fs.exists(f"{url}/manifests/{later:%Y}/gsm3_{later:%Y%m%d}.json")

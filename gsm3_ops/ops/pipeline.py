@@ -33,6 +33,7 @@ from gsm3_ops.ops.ingest import ensure_ranges
 from gsm3_ops.ops.inputs import input_versions, missing_inputs
 from gsm3_ops.ops.lock import run_lock
 from gsm3_ops.ops.models import ensure_bundle, existing_bundle
+from gsm3_ops.ops.remote import finish_uploads, upload_day
 from gsm3_ops.ops.status import record_last_run
 from gsm3_ops.publish import flags
 from gsm3_ops.publish.cog import cog_path
@@ -124,6 +125,7 @@ def run_day(
     s = dep.settings
     with run_lock(s.data_root):
         cube = dep.open_cube()
+        finish_uploads(s)  # an upload a killed run left comes before anything new
         if not force and _published_from_cube(dep, cube, day):
             log.info("%s is already published from the same inputs: skipped", day)
             return RunResult(
@@ -259,8 +261,9 @@ def _publish(
         soil_moisture_mean=float(np.nanmean(sm)) if land.any() else None,
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-    publish_day(s.publish_root, dep.grid, dep.domain, s.product, s.inference.tile_size,
-                day_product, record)  # fmt: skip
+    published = publish_day(s.publish_root, dep.grid, dep.domain, s.product,
+                            s.inference.tile_size, day_product, record)  # fmt: skip
+    upload_day(s, published)
 
 
 def _share(flag: np.ndarray, bit: int, land: np.ndarray) -> float:
