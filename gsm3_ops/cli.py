@@ -345,5 +345,47 @@ def world(
     typer.echo(f"archive: {root}")
 
 
+@app.command()
+def serve(
+    root: Annotated[
+        str | None,
+        typer.Option(
+            "--root",
+            help="Publish root to serve (folder or s3://bucket/prefix); "
+            "default: publish_root of the configuration.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8080,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Origin allowed to call the API (repeatable; * any)."),
+    ] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Serve a publish root read-only over HTTP: web map, XYZ/WMTS tiles, point values, time
+    series, the STAC catalogue and Prometheus metrics (until SIGTERM or Ctrl-C)."""
+    import uvicorn
+
+    from gsm3_ops.serve.app import create_app
+    from gsm3_ops.serve.root import PublishRoot
+
+    with _user_errors():
+        options: dict = {}
+        if root is None:  # the deployment's publish root: the bucket when it publishes to one
+            settings = load_settings(config, profile)
+            root = settings.publish_remote or str(settings.publish_root)
+            options = settings.publish_options
+        PublishRoot(root, options).check()
+        setup_logging(False, log_json)
+        service = create_app(root, cors_origins=cors_origin or [], storage_options=options)
+    target = root
+    typer.echo(f"serving {target} on http://{host}:{port}/")
+    uvicorn.run(service, host=host, port=port, loop="uvloop", http="httptools", workers=1,
+                access_log=False, log_level="warning")  # fmt: skip
+
+
 if __name__ == "__main__":
     app()

@@ -40,13 +40,23 @@ def test_compose_and_kubernetes_manifests() -> None:
     assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "run"
+    serve = compose["services"]["serve"]
+    assert serve["command"][0] == "serve" and serve["healthcheck"]["test"][-1].count("/health")
+    assert all(v.endswith(":ro") for v in serve["volumes"])  # the service only reads
+    deployment, service = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "serve.yaml").read_text())
+    assert deployment["kind"] == "Deployment" and service["kind"] == "Service"
+    pod = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert pod["args"][0] == "serve"
+    assert pod["readinessProbe"]["httpGet"]["path"] == pod["livenessProbe"]["httpGet"]["path"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     timer = (ROOT / "deploy" / "systemd" / "gsm3-ops.timer").read_text()
     assert "OnCalendar=" in timer and "Persistent=true" in timer
 
 
 def test_container_commands_exist() -> None:
     result = CliRunner().invoke(app, ["--help"])
-    for command in ("run", "schedule", "backfill", "status", "ingest", "train", "evaluate"):
+    for command in ("run", "schedule", "backfill", "status", "ingest", "train", "evaluate",
+                    "serve"):  # fmt: skip
         assert command in result.output
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["tini", "--", "gsm3-ops"]' in dockerfile

@@ -5,7 +5,7 @@ touches one chunk per day. The copy holds the same layers, coordinates and time 
 ``time_chunk`` days by ``space_chunk`` x ``space_chunk`` cells, so a point's year is a few
 chunks. It is updated in the day's own transaction (so it always holds the same days as the
 product): only the chunks of the time block holding the new day are rewritten, from the
-product's stored days and the new day's layers. A day before the first, or a copy out of step
+copy's own block and the new day's layers. A day before the first, or a copy out of step
 with the product (switched on later, say), rewrites every block.
 """
 
@@ -81,13 +81,16 @@ def plan_copy(
         blocks = range(math.ceil(placement.length / size))
     else:
         blocks = range(placement.index // size, placement.index // size + 1)
+    # The stored days of a block: from the copy itself when it is in step (one chunk per
+    # spatial chunk), else from the product (one chunk per day).
+    source = copy if in_step and not placement.shift else product
     work = tx.dir / "timeseries"
     for name in LAYERS:
         meta = zarr2.meta(copy, name)
         meta["shape"] = [placement.length, *meta["shape"][1:]]
         out = zarr2.staged_array(work / "data", name, meta)
         for block in blocks:
-            _write_block(out, product, name, layers[name], placement, block)
+            _write_block(out, source, name, layers[name], placement, block)
             for i, j in zarr2.spatial_chunks(meta):
                 key = zarr2.chunk_key(meta, (block, i, j))
                 zarr2.plan_file(tx, copy / name / key, work / "data" / name / key)
@@ -100,9 +103,10 @@ def plan_copy(
 
 
 def _write_block(
-    out: Any, product: Path, name: str, day: np.ndarray, placement: Placement, block: int
+    out: Any, source: Path, name: str, day: np.ndarray, placement: Placement, block: int
 ) -> None:
-    """Time block ``block`` of layer ``name``: the product's stored days, then the new day."""
+    """Time block ``block`` of layer ``name``: the stored days (read from ``source``, on the
+    time axis as it was), then the new day."""
     size, (_, n_rows, n_cols) = out.chunks[0], out.shape
     t0, t1 = block * size, min((block + 1) * size, placement.length)
     layer = LAYERS[name]
@@ -112,7 +116,7 @@ def _write_block(
     for r0 in range(0, n_rows, band):
         rows = slice(r0, min(r0 + band, n_rows))
         values = layer.empty((t1 - t0, rows.stop - rows.start, n_cols))
-        values[stored] = read_days(product, name, old[stored], rows, slice(0, n_cols))
+        values[stored] = read_days(source, name, old[stored], rows, slice(0, n_cols))
         if t0 <= placement.index < t1:
             values[placement.index - t0] = day[rows]
         out[t0:t1, rows] = values
