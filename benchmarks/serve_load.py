@@ -1,7 +1,7 @@
 """Load test of ``gsm3-ops serve``: point, time-series and tile latency at 50 concurrent clients.
 
 Builds (or reuses, under ``--work``) a publish root of ``--days`` published days over a small
-window (15 x 12 cells of M09 in Kenya, 8-cell chunks, time-series copy on), all written by
+window (15 x 12 cells of M09 in Kenya, 8-cell chunks, the default time-series copy), written by
 the real :func:`~gsm3_ops.publish.day.publish_day`; starts the service as a subprocess
 (``gsm3-ops serve --root``: uvicorn, one worker, uvloop + httptools) on a free loopback port;
 and drives it from this process with asyncio + aiohttp, ``--clients`` concurrent connections:
@@ -56,8 +56,7 @@ TMS = morecantile.tms.get("WebMercatorQuad")
 
 def build_root(root: Path, n_days: int) -> dict[str, Any]:
     """Publish days ``FIRST_DAY ..`` until ``root`` holds ``n_days`` (resumes a partial root)."""
-    cfg = ProductConfig(start=FIRST_DAY, quicklook=False, timeseries_copy=True,
-                        timeseries_time_chunk=512, timeseries_space_chunk=8)  # fmt: skip
+    cfg = ProductConfig(start=FIRST_DAY, quicklook=False)  # the default time-series copy
     index = root / "days.json"
     have = set(json.loads(index.read_text())["days"]) if index.exists() else set()
     t0 = time.perf_counter()
@@ -267,7 +266,7 @@ async def run_all(base: str, days: list[str], args: argparse.Namespace) -> dict[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, required=True, help="where to write the figures")
-    p.add_argument("--work", type=Path, default=Path("/tmp/gsm3-serve-bench"),
+    p.add_argument("--work", type=Path, default=Path("/tmp/gsm3-serve-bench-v2"),
                    help="publish root to build or reuse")  # fmt: skip
     p.add_argument("--days", type=int, default=400)
     p.add_argument("--clients", type=int, default=50)
