@@ -18,7 +18,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.test_webmap import ARGS, CHROMIUM  # noqa: E402
+from tests.test_webmap import ARGS, CHROMIUM
 
 PORT = 8097
 READY = "window.gsm3 && gsm3.map.loaded() && gsm3.map.areTilesLoaded()"
