@@ -51,13 +51,19 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def spec_for(forcings: Sequence[str], statics: Sequence[str], targets: Sequence[str]) -> BundleSpec:
-    """A bundle spec with the paper's architecture (hidden 256, dropout 0.5)."""
+def spec_for(
+    forcings: Sequence[str],
+    statics: Sequence[str],
+    targets: Sequence[str],
+    heads: str = "separate",
+) -> BundleSpec:
+    """A bundle spec with the paper's architecture (hidden 256, dropout 0.5); ``heads``
+    ``separate`` (one output per target) unless asked for the shared head."""
     m = ModelConfig()
     return BundleSpec(
         forcings=list(forcings), statics=list(statics), targets=list(targets),
         hidden_size=m.hidden_size, dropout=m.dropout, stats={}, grid="none",
-        product_target=targets[-1],
+        product_target=targets[-1], heads=heads,
     )  # fmt: skip
 
 

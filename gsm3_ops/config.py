@@ -100,6 +100,10 @@ class ModelConfig(_Strict):
     hidden_size: int = Field(256, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
     product_target: str = "insitu"
+    # "shared": the paper's Eq. 2, one output compared with every target (its loss is
+    # RMSE(y, SMAP) + RMSE(y, in situ)); "separate": one output head per target (the earlier
+    # design), the product read from product_target's head. See docs/model.md.
+    heads: Literal["shared", "separate"] = "shared"
     # A trained bundle to serve (`gsm3-ops train --out DIR`); none: `run` trains one for this
     # configuration on first use and caches it under <data_root>/models.
     bundle: Path | None = None

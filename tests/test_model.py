@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -102,3 +104,29 @@ def test_bundle_missing_member_or_json(tmp_path) -> None:
     (tmp_path / "b" / "member-0.safetensors").unlink()
     with pytest.raises(BundleError, match="member-0"):
         load_bundle(tmp_path / "b")
+
+
+def test_shared_head_is_one_output_compared_with_both_teachers() -> None:
+    """The paper's Eq. 2: L = RMSE(y, y_SMAP) + RMSE(y, y_insitu) for one simulated y."""
+    pred = torch.tensor([[[1.0]], [[2.0]], [[3.0]]])  # (time, batch, 1)
+    obs = torch.tensor([[[1.0, 2.0]], [[float("nan"), 2.0]], [[5.0, float("nan")]]])
+    smap = ((0.0**2 + 2.0**2) / 2) ** 0.5  # t0 and t2
+    insitu = ((1.0**2 + 0.0**2) / 2) ** 0.5  # t0 and t1
+    assert masked_multitask_rmse(pred, obs).item() == pytest.approx(smap + insitu)
+    spec = BundleSpec(**{**_spec().__dict__, "heads": "shared"})
+    assert spec.n_outputs == 1 and spec.new_network().linear_out.out_features == 1
+    assert spec.output_index("insitu") == spec.output_index("smap") == 0
+    assert _spec().output_index("insitu") == 1 and _spec().n_outputs == 2
+
+
+def test_bundles_record_their_heads_and_old_ones_load_as_separate(tmp_path) -> None:
+    shared = BundleSpec(**{**_spec().__dict__, "heads": "shared"})
+    save_bundle(tmp_path / "s", shared, [shared.new_network().eval()])
+    assert load_bundle(tmp_path / "s").spec.heads == "shared"
+    save_bundle(tmp_path / "old", _spec(), [_spec().new_network().eval()])
+    meta = json.loads((tmp_path / "old" / "bundle.json").read_text())
+    del meta["heads"]  # written before the option existed
+    (tmp_path / "old" / "bundle.json").write_text(json.dumps(meta))
+    old = load_bundle(tmp_path / "old")
+    assert old.spec.heads == "separate" and old.members[0].linear_out.out_features == 2
+    assert load_bundle(tmp_path / "s").bundle_id != old.bundle_id

@@ -92,6 +92,13 @@ def test_training_lowers_the_loss_with_adadelta_and_adam() -> None:
         assert not r.net.training
 
 
+def test_a_shared_head_learns_from_both_teachers() -> None:
+    spec = BundleSpec(**{**toy_spec().__dict__, "heads": "shared"})
+    r = train_member(toy_data(), spec, toy_cfg(epochs=8), seed=0, progress=False)
+    assert r.net.linear_out.out_features == 1
+    assert np.mean(r.losses[-10:]) < 0.7 * np.mean(r.losses[:10])
+
+
 def test_same_seed_same_weights_other_seed_differs() -> None:
     data, spec, cfg = toy_data(), toy_spec(), toy_cfg(epochs=2)
     a, b, c = (train_member(data, spec, cfg, s, progress=False).net for s in (0, 0, 1))

@@ -82,7 +82,7 @@ def predict_series(
     """Ensemble-mean series (time, sites) of output ``target`` in physical units, clipped to
     the product's valid range like the published product."""
     spec = bundle.spec
-    k = spec.targets.index(target)
+    k = spec.output_index(target)
     engine = Engine(bundle, device)
     n_time, n_sites = next(iter(inputs.forcing.values())).shape
     out = np.empty((n_time, n_sites), dtype=np.float64)

@@ -111,7 +111,7 @@ class Engine:
             return self.batch_cells
         spec = self.bundle.spec
         h = spec.hidden_size
-        per_day = 2 * len(spec.inputs) + 6 * h + len(spec.targets)
+        per_day = 2 * len(spec.inputs) + 6 * h + spec.n_outputs
         per_cell = 4 * (n_days * per_day + _STATE_FLOATS * h)
         n = max(1, int(self.memory_budget_gb * 1e9) // per_cell)
         return min(n, CPU_MAX_BATCH_CELLS) if self.device.type == "cpu" else n
@@ -155,14 +155,14 @@ class Engine:
         """Run inputs ``x`` (cells, days, n_in) from ``state`` (zero state when None; float32
         or bf16 bits).
 
-        Returns the last day's normalised outputs (member, cells, n_targets) and the end state
+        Returns the last day's normalised outputs (member, cells, n_outputs) and the end state
         (h, c), each (member, cells, hidden), in ``state_dtype``'s stored form: float32, or for
         ``bfloat16`` each value rounded to nearest even, as uint16 bits.
         """
         if state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"state_dtype must be float32 or bfloat16, not {state_dtype!r}")
         n_members, n_cells = len(self.bundle.members), x.shape[0]
-        out = np.empty((n_members, n_cells, len(self.bundle.spec.targets)), dtype=np.float32)
+        out = np.empty((n_members, n_cells, self.bundle.spec.n_outputs), dtype=np.float32)
         shape = (n_members, n_cells, self.bundle.spec.hidden_size)
         h_out = np.empty(shape, dtype=stored_dtype(state_dtype))
         c_out = np.empty_like(h_out)
@@ -174,10 +174,10 @@ class Engine:
 
     @torch.inference_mode()
     def series(self, x: np.ndarray) -> np.ndarray:
-        """Every day's normalised outputs (member, days, cells, n_targets) from a zero state:
+        """Every day's normalised outputs (member, days, cells, n_outputs) from a zero state:
         hydroDL's whole-series prediction."""
         n_cells, n_days = x.shape[:2]
-        shape = (len(self.bundle.members), n_days, n_cells, len(self.bundle.spec.targets))
+        shape = (len(self.bundle.members), n_days, n_cells, self.bundle.spec.n_outputs)
         out = np.empty(shape, dtype=np.float32)
         for m, cells, y, _, _ in self._runs(x, None):
             out[m, :, cells] = y.float().cpu().numpy()
@@ -185,9 +185,9 @@ class Engine:
 
     def product(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ensemble mean and spread (m3/m3) of the product target from normalised outputs
-        (member, ..., n_targets); each member is clipped to the product's valid range."""
+        (member, ..., n_outputs); each member is clipped to the product's valid range."""
         spec = self.bundle.spec
-        k = spec.targets.index(spec.product_target)
+        k = spec.output_index(spec.product_target)
         lo, hi = variables.PRODUCT_RANGE
         values = np.clip(denormalise(outputs[..., k], spec.product_target, spec.stats), lo, hi)
         sd = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(values[0])

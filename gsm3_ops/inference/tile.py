@@ -136,7 +136,7 @@ def _pass(
     n_cells, n_days = int(land.sum()), (end - start).days + 1
     spec = engine.bundle.spec
     members, hidden = len(engine.bundle.members), spec.hidden_size
-    out = np.empty((members, n_cells, len(spec.targets)), dtype=np.float32)
+    out = np.empty((members, n_cells, spec.n_outputs), dtype=np.float32)
     dtype = task.cfg.state_dtype
     h = np.empty((members, n_cells, hidden), dtype=stored_dtype(dtype))
     c = np.empty_like(h)

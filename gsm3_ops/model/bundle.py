@@ -47,6 +47,9 @@ class BundleSpec:
     stats: dict[str, dict[str, float]]  # variable -> {"mean", "std"} after its transform
     grid: str
     product_target: str
+    # "shared": one output for every target (the paper); "separate": one head per target.
+    # Bundles written before the option existed had separate heads, hence the default.
+    heads: str = "separate"
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     code_version: str = ""
@@ -57,9 +60,20 @@ class BundleSpec:
         """Model input order: forcings then statics."""
         return [*self.forcings, *self.statics]
 
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the network: one when the heads are shared, else one per target."""
+        return 1 if self.heads == "shared" else len(self.targets)
+
+    def output_index(self, target: str) -> int:
+        """The network output compared with (and published for) ``target``."""
+        if target not in self.targets:
+            raise ValueError(f"{target!r} is not a target of this bundle ({self.targets})")
+        return 0 if self.heads == "shared" else self.targets.index(target)
+
     def new_network(self) -> GSM3Net:
         """An untrained network with this architecture."""
-        return GSM3Net(len(self.inputs), len(self.targets), self.hidden_size, self.dropout)
+        return GSM3Net(len(self.inputs), self.n_outputs, self.hidden_size, self.dropout)
 
 
 PROVENANCE = ("training", "metrics", "code_version")  # recorded, not part of the bundle id

@@ -11,9 +11,12 @@ def masked_multitask_rmse(pred: torch.Tensor, obs: torch.Tensor) -> torch.Tensor
 
     A target with no valid value in the batch contributes zero, never NaN, and its gradient
     is zero. The computation is mask-based (no data-dependent branches), so on a GPU it
-    never waits for the device.
+    never waits for the device. A single output (``pred`` with one channel: the paper's
+    shared head) is compared with every target.
     """
     pred = pred.float()
+    if pred.shape[-1] == 1 and obs.shape[-1] > 1:
+        pred = pred.expand(obs.shape)
     valid = ~torch.isnan(obs)
     diff = torch.where(valid, pred - torch.nan_to_num(obs), torch.zeros_like(pred))
     dims = tuple(range(obs.dim() - 1))

@@ -51,11 +51,15 @@ def build_training_data(
     end: dt.date,
     cells: CellSet,
     stats: Stats | None = None,
+    shared: bool = False,
 ) -> tuple[TrainingData, Stats]:
     """Normalised training arrays over ``cells`` (training cells only) and their statistics.
 
     The statistics are computed from these cells and the sites in them, unless ``stats`` is
     given (computed on a wider training set, e.g. the union of an ensemble's folds).
+    ``shared`` (one output for both targets): the in-situ values are normalised with SMAP's
+    statistics, so that one output is on one scale for both teachers; SMAP's, because it
+    covers every training cell while the sites are few and clustered.
     """
     forcing, static = read_cells(cube, forcings, statics, start, end, cells)
     smap = np.asarray(cube.read("smap", ["smap"], start, end)["smap"].values)
@@ -79,6 +83,8 @@ def build_training_data(
     if stats is None:
         stats = compute_stats(raw)
         stats.setdefault("insitu", stats["smap"])  # no sites: share the SMAP scale
+        if shared:
+            stats["insitu"] = stats["smap"]
 
     x_cells = assemble_inputs(forcing, static, forcings, statics, stats)
     n_cells, n_time = x_cells.shape[:2]

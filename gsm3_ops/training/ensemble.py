@@ -117,13 +117,14 @@ def build_bundle(
     start, end = period
     forcings, statics = (list(v) for v in feature_set(m.feature_set))
     targets = list(m.targets)
-    data, stats = build_training_data(cube, forcings, statics, targets, start, end, cells)
+    data, stats = build_training_data(cube, forcings, statics, targets, start, end, cells,
+                                      shared=m.heads == "shared")  # fmt: skip
     if not np.isfinite(data.y).any():
         raise TrainingError(f"the cube holds no target value in {start}..{end}")
     spec = BundleSpec(
         forcings=forcings, statics=statics, targets=targets, hidden_size=m.hidden_size,
         dropout=m.dropout, stats=stats, grid=settings.grid, product_target=m.product_target,
-        code_version=__version__,
+        heads=m.heads, code_version=__version__,
     )  # fmt: skip
     n_sites = int(data.is_site.sum())
     where = f"fold {fold}: " if fold is not None else ""

@@ -72,7 +72,7 @@ def fingerprint(data: TrainingData, spec: BundleSpec, cfg: TrainingConfig, seed:
     """A hash of what decides a run's weights: settings, architecture, seed and data."""
     h = hashlib.sha256()
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
-    arch = [spec.inputs, spec.targets, spec.hidden_size, spec.dropout]
+    arch = [spec.inputs, spec.targets, spec.hidden_size, spec.dropout, spec.heads]
     h.update(json.dumps([settings, arch, seed, data.x.shape, data.y.shape]).encode())
     # A strided sample of the arrays tells datasets apart without hashing gigabytes.
     for a in (data.x, data.y, data.is_site):
