@@ -16,6 +16,15 @@ hyperparameters are kept; the budget is ``--epochs`` hydroDL epochs per model (s
 docs/model.md for why it is what it is).
 
     python -m benchmarks.conus_smap --json conus_smap.json [--report DIR]
+    python -m benchmarks.conus_smap --setup fang2017 --json conus_smap_fang2017.json
+
+``--setup fang2017`` is hydroDL's own set-up for this database (the run that saved the anchor
+predictions in ``anchor_predictions/``): the same 19 inputs with plain z-scores (no
+precipitation transform), batch 100 x rho 30, Adadelta, hydroDL's epoch rule (230 updates an
+epoch here), 100 epochs, and the test year run from a zero state at 2016-04-01 as hydroDL's
+test does. It trains the temporal model only, scores it after each stage of ``--curve``
+(the learning curve: R against updates), and scores the three anchor files with the same
+metric code in the same run.
 
 ``--report DIR`` also renders the per-cell metrics as the standard evaluation report
 (docs/evaluation.md): the temporal and the spatial test, beside SMAP persistence.
@@ -24,6 +33,9 @@ docs/model.md for why it is what it is).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +59,7 @@ from gsm3_ops.features import Stats, assemble_inputs, compute_stats, denormalise
 from gsm3_ops.grid import M36
 from gsm3_ops.training.sampling import TrainingData
 from gsm3_ops.training.splits import kfold
+from gsm3_ops.training.trainer import train_member
 
 FORCINGS = ["APCP_FORA", "DLWRF_FORA", "DSWRF_FORA", "TMP_2_FORA", "SPFH_2_FORA",
             "VGRD_10_FORA", "UGRD_10_FORA"]  # fmt: skip
@@ -55,8 +68,16 @@ STATICS = ["Bulk", "Capa", "Clay", "NDVI", "Sand", "Silt", "flag_albedo", "flag_
 TARGET = "SMAP_AM"
 # Precipitation gets the registry's transform for precipitation; nothing else is transformed.
 TRANSFORMS = {name: "none" for name in [*FORCINGS, *STATICS, TARGET]} | {"APCP_FORA": "log_sqrt"}
+PLAIN = {name: "none" for name in [*FORCINGS, *STATICS, TARGET]}  # hydroDL: z-scores only
 TRAIN_YEAR, TEST_YEAR = 2015, 2016
 EPOCHS = 4  # per model: 52 + 5 x 40 batches, about 20 minutes on 2 idle CPU cores (docs/model.md)
+FANG_CURVE = (1, 5, 10, 25, 50, 100)  # hydroDL epochs at which the fang2017 model is scored
+ANCHORS = {  # anchor_predictions/README.md
+    "hydrodl_ep5": "CONUSv4f1_20160401_20170401_ep5_SMAP_AM.csv",
+    "hydrodl_ep100": "CONUSv4f1_20160401_20170401_ep100_SMAP_AM.csv",
+    "hydrodl_multi_ep100": "CONUSv4f1_multi_20160401_20170401_ep100_SMAP_AM.csv",
+}
+R_GOOD = 0.87  # Fang et al. 2017's threshold
 
 
 class ConusDataError(ValueError):
@@ -145,13 +166,91 @@ def render_report(
     )
 
 
+def figures(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
+    """The project's scores of (time, cells) arrays, and the share of cells with R > 0.87."""
+    r = paired_metrics(pred, obs)["r"]
+    r = r[np.isfinite(r)]
+    return score(pred, obs) | {"share_r_gt_087": round(float(np.mean(r > R_GOOD)), 3)}
+
+
+def anchors(root: Path, obs: np.ndarray) -> dict[str, dict[str, float]]:
+    """hydroDL's saved test-year predictions (normalised units, cells x days), scored."""
+    base = root / "hydroDL_CONUSv4f1"
+    _, _, mean, std = read_table(base / "Statistics" / "SMAP_AM_stat.csv", 4, None)[:, 0]
+    out = {}
+    for name, file in ANCHORS.items():
+        z = read_table(base / "anchor_predictions" / file, obs.shape[1], obs.shape[0])
+        out[name] = figures(z.T * std + mean, obs)
+    return out
+
+
+def fang2017(args, d: dict[str, np.ndarray], t0: float) -> None:
+    """hydroDL's set-up on this database, its learning curve, and the anchors beside it."""
+    cells = np.arange(d["lat"].size)
+    n_train = year_days(TRAIN_YEAR)
+    train_days, test_days = slice(0, n_train), slice(n_train, None)
+    raw = {n: d[n][train_days] for n in [*FORCINGS, TARGET]} | {n: d[n] for n in STATICS}
+    stats = compute_stats(raw, PLAIN)
+    forcing = {n: d[n][train_days] for n in FORCINGS}
+    static = {n: d[n] for n in STATICS}
+    x = assemble_inputs(forcing, static, FORCINGS, STATICS, stats, PLAIN)
+    y = normalise(d[TARGET][train_days], TARGET, stats, PLAIN).T[:, :, None]
+    data = TrainingData(x, y, np.zeros(cells.size, bool))
+    test_x = assemble_inputs({n: d[n][test_days] for n in FORCINGS}, static, FORCINGS, STATICS,
+                             stats, PLAIN)  # fmt: skip
+    obs = d[TARGET][test_days]
+    spec = spec_for(FORCINGS, STATICS, [TARGET])
+    checkpoint = Path(tempfile.mkdtemp()) / "fang2017.ckpt"
+    curve, info = [], {}
+    for epochs in [e for e in args.curve if e <= args.epochs] or [args.epochs]:
+        cfg = training_config(epochs, args.seed, args.threads, batch_size=100, seq_len=30,
+                              max_iterations=args.max_iterations)  # fmt: skip
+        r = train_member(data, spec, cfg, args.seed, progress=not args.quiet,
+                         checkpoint=checkpoint, label=f"fang2017 ep{epochs}")  # fmt: skip
+        pred = denormalise(predict(r.net, test_x)[:, :, 0], TARGET, stats, PLAIN)  # zero state
+        curve.append({"epochs": epochs, "updates": r.iterations, **figures(pred, obs)})
+        info = {"iterations": r.iterations, "seconds_last_stage": round(r.seconds, 1),
+                "final_train_loss": float(np.mean(r.losses[-10:]))}  # fmt: skip
+        print(json.dumps(curve[-1]), flush=True)
+    shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    result = {
+        "setup": "fang2017",
+        "temporal": curve[-1],
+        "learning_curve": curve,
+        "anchors": anchors(fixtures_dir(), obs),
+        "scored": "SMAP_AM 2016-04-01..2017-03-31, cells with >= 30 valid days, test year "
+        "run from a zero state",
+        "hyperparameters": {
+            "batch_size": 100,
+            "seq_len": 30,
+            "optimizer": "adadelta",
+            "hidden_size": spec.hidden_size,
+            "dropout": spec.dropout,
+            "epochs": args.epochs,
+            "transforms": "none (z-scores)",
+        },
+        "budget": {"max_iterations": args.max_iterations, "seed": args.seed},
+        "run": info,
+    }
+    write(args.json, result, t0)
+
+
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="hydroDL epochs per model")
+    p.add_argument("--setup", choices=["paper", "fang2017"], default="paper")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"hydroDL epochs per model (paper: {EPOCHS}, fang2017: 100)")  # fmt: skip
+    p.add_argument("--curve", type=lambda s: [int(v) for v in s.split(",")],
+                   default=list(FANG_CURVE), help="fang2017: epochs at which to score")  # fmt: skip
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--report", type=Path, default=None, help="also write the evaluation report")
     args = p.parse_args()
     t0 = time.perf_counter()
+    if args.setup == "fang2017":
+        args.epochs = args.epochs or 100
+        fang2017(args, load(fixtures_dir(), [TRAIN_YEAR, TEST_YEAR]), t0)
+        return
+    args.epochs = args.epochs or EPOCHS
     d = load(fixtures_dir(), [TRAIN_YEAR, TEST_YEAR])
     n_cells = d["lat"].size
     n_train = year_days(TRAIN_YEAR)

@@ -22,6 +22,18 @@ def test_conus_files_are_cells_by_days_and_years_run_april_to_march(fixtures) ->
     assert 250 < np.nanmean(t) < 300 and t[91].mean() > t[280].mean() + 10
 
 
+def test_hydrodl_anchor_predictions_score_as_their_readme_says(fixtures) -> None:
+    """The ancestor's own test-year predictions, scored by the project's metric code."""
+    d = conus_smap.load(fixtures, [2015, 2016])
+    scores = conus_smap.anchors(fixtures, d["SMAP_AM"][366:])
+    readme = {"hydrodl_ep5": (0.804, 0.042, 0.22), "hydrodl_ep100": (0.841, 0.033, 0.36),
+              "hydrodl_multi_ep100": (0.855, 0.031, 0.42)}  # fmt: skip
+    for name, (r, rmse, share) in readme.items():
+        assert scores[name]["median_r"] == pytest.approx(r, abs=0.002), name
+        assert scores[name]["median_rmse"] == pytest.approx(rmse, abs=0.001), name
+        assert scores[name]["share_r_gt_087"] == pytest.approx(share, abs=0.01), name
+
+
 def test_conus_results_render_as_the_evaluation_report(fixtures, tmp_path) -> None:
     d = conus_smap.load(fixtures, [2015, 2016])
     test = slice(366, None)
