@@ -1,8 +1,8 @@
 """The training loop: one ensemble member at a time, seeded, checkpointed and resumable.
 
 Defaults are hydroDL's and the GSM3 paper's: Adadelta (lr 1.0), batches of 128 random
-365-day windows, the masked RMSE_smap + RMSE_insitu loss. On CUDA the forward pass runs under
-bf16 autocast (``training.bf16``); the CPU trains in float32. Every ``checkpoint_every``
+365-day windows, the masked RMSE_smap + RMSE_insitu loss, float32 (as the paper and hydroDL;
+``training.bf16`` runs the CUDA forward pass under bf16 autocast). Every ``checkpoint_every``
 epochs (hydroDL epochs, see ``sampling.iterations_per_epoch``) the member's whole state is
 saved, and a run started again with the same configuration and data resumes from it and ends
 with exactly the weights an uninterrupted run would have had.
