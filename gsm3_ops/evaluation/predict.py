@@ -62,7 +62,8 @@ def read_inputs(
 
 def target_head(bundle: Bundle, against: str) -> str:
     """The output the observation is compared with: the SMAP head against SMAP, else the
-    product target (the in-situ head in the GSM3 configuration)."""
+    product target (the in-situ head of a separate-head bundle; a shared-head bundle has one
+    output, which :meth:`BundleSpec.output_index` gives for every target)."""
     targets = bundle.spec.targets
     if against == "smap" and "smap" in targets:
         return "smap"
