@@ -44,6 +44,7 @@ TRAIN = (dt.date(2017, 1, 1), dt.date(2019, 12, 31))
 PREDICT = (dt.date(2019, 1, 1), dt.date(2020, 12, 31))  # 2019 warms up, 2020 is scored
 ITERATIONS = 100  # batches per model: 4 x 100, about 22 minutes on 2 idle CPU cores
 TARGETS = ["smap", "insitu"]
+MODELS = ("multitask", "multitask_shared", "insitu_only", "smap_only")
 
 
 def _series(src, grid, win, period, rows, cols):
@@ -61,6 +62,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=ITERATIONS, help="batches per model")
     p.add_argument("--holdout", type=float, default=0.2, help="share of land cells held out")
     p.add_argument("--holdout-box", default=None, help="lon0,lat0,lon1,lat1: hold out a region")
+    p.add_argument("--models", default=",".join(MODELS), help="comma list, default: all four")
     args = p.parse_args()
     t0 = time.perf_counter()
     src, grid = SyntheticSource(seed=42), get_grid("M09")
@@ -129,7 +131,10 @@ def main() -> None:
         ),
     }
     result, runs = {}, []
-    for name, (how, head, heads) in models.items():
+    wanted = args.models.split(",")
+    if unknown := sorted(set(wanted) - set(models)):
+        raise SystemExit(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(models)}")
+    for name, (how, head, heads) in ((m, models[m]) for m in wanted):
         spec = spec_for(forcings, statics, TARGETS, heads=heads)
         data, stats = dataset(**how)
         # As many epochs as batches, so that the batch budget is what stops every model.

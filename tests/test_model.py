@@ -38,6 +38,25 @@ def test_weight_drop_only_in_training_and_seeded() -> None:
     assert torch.equal(net(x)[0], net(x)[0])
 
 
+def test_weight_drop_masks_are_bernoulli_draws() -> None:
+    """The masks are hydroDL's Bernoulli(1 - p) draws: on the CPU the very masks
+    torch.bernoulli gives from the same generator state, so runs before and after the
+    faster draw are identical."""
+    from torch.func import functional_call
+
+    net = GSM3Net(4, 2, 16, 0.5)
+    x = torch.relu(net.linear_in(torch.randn(6, 3, 4)))
+    got, _ = net.lstm(x, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    params = {
+        n: p * torch.bernoulli(torch.full_like(p, 0.5), generator=g) / 0.5
+        if n.startswith("weight_") else p
+        for n, p in net.lstm.lstm.named_parameters()
+    }  # fmt: skip
+    want, _ = functional_call(net.lstm.lstm, params, (x, None))
+    assert torch.equal(got, want)
+
+
 def test_weight_drop_gradients_reach_both_weight_matrices() -> None:
     net = GSM3Net(4, 2, 16, 0.5)
     y, _ = net(torch.randn(5, 3, 4), generator=torch.Generator().manual_seed(0))
