@@ -119,30 +119,32 @@ def load(root: Path, years: list[int]) -> dict[str, np.ndarray]:
     return out
 
 
-def inputs(d: dict[str, np.ndarray], cells: np.ndarray, days: slice, stats: Stats) -> np.ndarray:
+def inputs(
+    d: dict[str, np.ndarray], cells: np.ndarray, days: slice, stats: Stats, transforms=TRANSFORMS
+) -> np.ndarray:
     """Normalised model inputs (cells, days, 19)."""
     forcing = {n: d[n][days][:, cells] for n in FORCINGS}
     static = {n: d[n][cells] for n in STATICS}
-    return assemble_inputs(forcing, static, FORCINGS, STATICS, stats, TRANSFORMS)
+    return assemble_inputs(forcing, static, FORCINGS, STATICS, stats, transforms)
 
 
 def fit(d, cells, train_days: slice, args, label: str):
     """Statistics from the training cells and days, then a trained network."""
     raw = {n: d[n][train_days][:, cells] for n in [*FORCINGS, TARGET]}
     raw |= {n: d[n][cells] for n in STATICS}
-    stats = compute_stats(raw, TRANSFORMS)
-    x = inputs(d, cells, train_days, stats)
-    y = normalise(d[TARGET][train_days][:, cells], TARGET, stats, TRANSFORMS).T[:, :, None]
+    stats = compute_stats(raw, args.transforms)
+    x = inputs(d, cells, train_days, stats, args.transforms)
+    y = normalise(d[TARGET][train_days][:, cells], TARGET, stats, args.transforms).T[:, :, None]
     data = TrainingData(x, y, np.zeros(cells.size, bool))
     cfg = training_config(args.epochs, args.seed, args.threads, max_iterations=args.max_iterations)
     net, info = train(data, spec_for(FORCINGS, STATICS, [TARGET]), cfg, label, not args.quiet)
     return net, stats, info
 
 
-def run_predict(net, d, cells, stats) -> np.ndarray:
+def run_predict(net, d, cells, stats, transforms=TRANSFORMS) -> np.ndarray:
     """SMAP (time, cells) in m3/m3 over the whole loaded period."""
-    z = predict(net, inputs(d, cells, slice(None), stats))[:, :, 0]
-    return denormalise(z, TARGET, stats, TRANSFORMS)
+    z = predict(net, inputs(d, cells, slice(None), stats, transforms))[:, :, 0]
+    return denormalise(z, TARGET, stats, transforms)
 
 
 def render_report(
@@ -244,7 +246,10 @@ def main() -> None:
                    default=list(FANG_CURVE), help="fang2017: epochs at which to score")  # fmt: skip
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--report", type=Path, default=None, help="also write the evaluation report")
+    p.add_argument("--precipitation", choices=["log_sqrt", "none"], default="log_sqrt",
+                   help="paper set-up: precipitation's transform (none: z-score)")  # fmt: skip
     args = p.parse_args()
+    args.transforms = TRANSFORMS if args.precipitation == "log_sqrt" else PLAIN
     t0 = time.perf_counter()
     if args.setup == "fang2017":
         args.epochs = args.epochs or 100
@@ -261,7 +266,7 @@ def main() -> None:
     everywhere = np.arange(n_cells)
     net, stats, info = fit(d, everywhere, train_days, args, "temporal")
     runs.append({"model": "temporal", **info})
-    temporal_pred = run_predict(net, d, everywhere, stats)
+    temporal_pred = run_predict(net, d, everywhere, stats, args.transforms)
     temporal = score(temporal_pred[test_days], obs[test_days])
 
     fold_of = kfold(n_cells, args.folds, args.seed)
@@ -270,7 +275,7 @@ def main() -> None:
         test = np.flatnonzero(fold_of == k)
         net, stats, info = fit(d, np.flatnonzero(fold_of != k), train_days, args, f"fold {k + 1}")
         runs.append({"model": f"spatial fold {k + 1}", "test_cells": int(test.size), **info})
-        spatial_pred[:, test] = run_predict(net, d, test, stats)
+        spatial_pred[:, test] = run_predict(net, d, test, stats, args.transforms)
 
     result = {
         "temporal": temporal,
@@ -289,6 +294,7 @@ def main() -> None:
             "folds": args.folds,
             "seed": args.seed,
         },
+        "precipitation_transform": args.precipitation,
         "runs": runs,
         "anchor": "Fang et al. 2017: test RMSE < 0.035 and R > 0.87 over 75 % of CONUS, with a "
         "land-surface-model soil-moisture input that these data lack",

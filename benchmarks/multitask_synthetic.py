@@ -2,7 +2,8 @@
 
 The GSM3 paper's claim: a model that learns from SMAP (everywhere, biased, damped, gappy)
 and from in-situ sites (accurate, sparse) at once beats a model that learns from either
-alone. Three models with the same architecture, hyperparameters, seed and iteration budget:
+alone. Four models with the same architecture, hyperparameters, seed and iteration budget
+(``--models`` runs a subset):
 
 - ``insitu_only``: trained at the in-situ sites on the in-situ target (in-situ head scored);
 - ``smap_only``: trained at grid cells on the SMAP target (SMAP head scored);
@@ -12,7 +13,7 @@ alone. Three models with the same architecture, hyperparameters, seed and iterat
   the default): one output compared with both teachers, in-situ values on SMAP's scale.
 
 The demo window (East Africa) is split once: a seeded 20 % of land cells (and every site in
-them) is held out from all three models. Training runs on 2017-01-01..2019-12-31; each
+them) is held out from every model. Training runs on 2017-01-01..2019-12-31; each
 model predicts 2019-01-01..2020-12-31 from a zero state at the held-out cells and 2020 is
 scored against the truth (medians over cells). Normalisation statistics come from each
 model's own training locations.

@@ -120,9 +120,13 @@ class TrainingConfig(_Strict):
     seq_len: int = Field(365, gt=0)
     members: int = Field(1, gt=0)
     max_iterations: int | None = Field(None, gt=0)
-    epochs: int = Field(300, gt=0)
+    # hydroDL epochs (sampling.iterations_per_epoch). 100: the paper's "epoch length of 100"
+    # read in hydroDL's terms, the length its SMAP runs save as "ep100" (docs/model.md).
+    epochs: int = Field(100, gt=0)
     optimizer: Literal["adadelta", "adam"] = "adadelta"
     learning_rate: float = Field(1.0, gt=0)
+    # Share of each batch drawn from in-situ sites. Not given by the paper; a fixed share keeps
+    # both terms of Eq. 2 in every batch (docs/model.md, "Departures").
     insitu_share: float = Field(0.25, ge=0, le=1)
     holdout_fraction: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
