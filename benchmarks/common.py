@@ -106,10 +106,11 @@ def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    """What ran the benchmark: CPU count, torch threads, load average at the time."""
+    """What ran the benchmark: CPU count and vector unit, torch threads, load average."""
     return {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2, AVX512 ...
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_average": [round(v, 2) for v in os.getloadavg()],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +35,10 @@ ConfigOpt = Annotated[
 ]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="Profile: demo or global.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or log lines.")]
-LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Log lines as JSON objects.")]
+LogJsonOpt = Annotated[
+    bool,
+    typer.Option("--log-json", help="Log lines as JSON (run, backfill: the summary too)."),
+]
 
 
 @contextmanager
@@ -64,11 +67,9 @@ def _date(text: str | None, flag: str) -> dt.date | None:
         raise UsageError(f"{flag} {text!r} is not a date in the form YYYY-MM-DD") from None
 
 
-def _logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _bars(quiet: bool, log_json: bool) -> bool:
+    """Progress bars only for a person at a terminal: never in JSON logs, pipes or files."""
+    return not quiet and not log_json and sys.stderr.isatty()
 
 
 @app.command()
@@ -102,7 +103,15 @@ def run(
     with _user_errors():
         day = _date(date, "--date")
         setup_logging(quiet, log_json)
-        result = run_day(settings, day, provisional=provisional, force=force, progress=not quiet)
+        result = run_day(
+            settings, day, provisional=provisional, force=force, progress=_bars(quiet, log_json)
+        )
+    if log_json:  # one JSON object on stdout, for the machine that reads the logs
+        doc = {"command": "run", "day": result.day.isoformat(), "outcome": result.outcome,
+               "seconds": round(result.seconds, 1), "cog": str(result.cog),
+               "zarr": str(result.product), "manifest": str(result.manifest)}  # fmt: skip
+        typer.echo(json.dumps(doc))
+        return
     state = " (already published; skipped)" if result.skipped else ""
     state += " (provisional)" if result.provisional else ""
     typer.echo(f"day:      {result.day.isoformat()} ({result.seconds:.1f} s){state}")
@@ -138,15 +147,27 @@ def backfill(
             raise UsageError(f"--end {last} is before --start {first}")
         setup_logging(quiet, log_json)
         result = run_backfill(
-            settings, first, last, reprocess_upgraded=reprocess_upgraded, progress=not quiet
+            settings,
+            first,
+            last,
+            reprocess_upgraded=reprocess_upgraded,
+            progress=_bars(quiet, log_json),
         )
-    typer.echo(
-        f"backfill {first}..{last}: {len(result.produced)} produced, "
-        f"{len(result.skipped)} already done, {len(result.failed)} failed "
-        f"({result.seconds:.0f} s)"
-    )
-    for day, error in result.failed.items():
-        typer.echo(f"failed {day}: {error}")
+    if log_json:  # one JSON object on stdout, for the machine that reads the logs
+        doc = {"command": "backfill", "start": first.isoformat(), "end": last.isoformat(),
+               "produced": [d.isoformat() for d in result.produced],
+               "skipped": [d.isoformat() for d in result.skipped],
+               "failed": {d.isoformat(): e for d, e in result.failed.items()},
+               "seconds": round(result.seconds, 1)}  # fmt: skip
+        typer.echo(json.dumps(doc))
+    else:
+        typer.echo(
+            f"backfill {first}..{last}: {len(result.produced)} produced, "
+            f"{len(result.skipped)} already done, {len(result.failed)} failed "
+            f"({result.seconds:.0f} s)"
+        )
+        for day, error in result.failed.items():
+            typer.echo(f"failed {day}: {error}")
     if result.failed:
         raise typer.Exit(code=1)
 
@@ -183,6 +204,7 @@ def train(
         typer.Option("--members", min=1, help="N seeded members (default: training.members)."),
     ] = None,
     quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
 ) -> None:
     """Train the model ensemble into one bundle directory; an interrupted run resumes."""
     from gsm3_ops.ops.deployment import Deployment
@@ -192,9 +214,9 @@ def train(
     with _user_errors():
         if folds is not None and members is not None:
             raise UsageError("choose --folds or --members, not both")
-        _logging(quiet)
+        setup_logging(quiet, log_json)
         path = train_bundle(Deployment(settings), out.resolve(), members=members, folds=folds,
-                            progress=not quiet)  # fmt: skip
+                            progress=_bars(quiet, log_json))  # fmt: skip
     typer.echo(f"bundle: {path}")
 
 
@@ -291,7 +313,7 @@ def evaluate(
                                 held_out_only)  # fmt: skip
         setup_logging(quiet, log_json)
         report = run_evaluation(Deployment(settings), out.resolve(), opts, experiment, model,
-                                not quiet)  # fmt: skip
+                                _bars(quiet, log_json))  # fmt: skip
     typer.echo(f"report:  {report.path / 'report.md'}")
     typer.echo(f"skipped: {len(report.skipped)} (listed in {report.path / 'skipped.csv'})")
 
@@ -303,6 +325,14 @@ def status(
     ] = None,
     end: Annotated[str | None, typer.Option("--end", help="Last day (default: latest).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    max_lag: Annotated[
+        int | None,
+        typer.Option(
+            "--max-lag",
+            min=0,
+            help="Exit 1 when the latest published day is more than N days behind --end.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
 ) -> None:
@@ -311,12 +341,23 @@ def status(
 
     settings = _settings(config, profile)
     with _user_errors():
-        report = status_of(settings, _date(start, "--start"), _date(end, "--end"))
+        report = status_of(settings, _date(start, "--start"), _date(end, "--end"), max_lag)
+    _print_status(report, as_json)
+    lag = report["lag_days"]
+    if max_lag is not None and (lag is None or lag > max_lag):
+        behind = "nothing published" if lag is None else f"the latest published day is {lag} days"
+        typer.echo(f"gsm3-ops: {behind} behind {report['end']} (--max-lag {max_lag})", err=True)
+        raise typer.Exit(1)
+
+
+def _print_status(report: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
     counts = "  ".join(f"{k} {v}" for k, v in report["counts"].items())
     typer.echo(f"days {report['start']}..{report['end']}: {counts}")
+    lag = report["lag_days"]
+    typer.echo(f"lag: {'nothing published' if lag is None else f'{lag} days'}")
     typer.echo(f"bundle: {report['bundle_id'] or '-'}")
     run = report["last_run"]
     typer.echo(f"last run: {run['command']} {run['outcome']} at {run['finished']}" if run

@@ -3,13 +3,15 @@
 Precedence, lowest first: the profile's defaults (``gsm3_ops/profiles/<name>.yaml``), the YAML
 file (``--config`` or ``GSM3_CONFIG``), then environment variables such as
 ``GSM3_DATA_ROOT`` or ``GSM3_TRAINING__MAX_ITERATIONS`` (nested keys joined by ``__``).
-Unknown keys are errors; relative paths resolve against the working directory.
+Unknown keys are errors, in the file and in the environment (a ``GSM3_*`` variable that names
+no key); relative paths resolve against the working directory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gsm3_ops.errors import ConfigError
+from gsm3_ops.secrets import masked_config
 
 PROFILES = ("demo", "global")
 
@@ -353,12 +356,13 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     def to_yaml(self, public: bool = False) -> str:
-        """The resolved configuration as YAML (what a run writes beside its outputs).
+        """The resolved configuration as YAML (what a run writes beside its outputs), every
+        credential masked (``secrets.masked_config``).
 
         ``public``: for publication, local paths are shown relative to ``${data_root}`` or
         ``${publish_root}``, or as ``${local}/<name>``: nothing published names an internal path.
         """
-        doc = self.model_dump(mode="json")
+        doc = masked_config(self.model_dump(mode="json"))  # credentials never leave
         if public:
             roots = {str(self.data_root): "${data_root}", str(self.publish_root): "${publish_root}"}
             doc = _public_paths(doc, roots)
@@ -415,8 +419,56 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(exc: ValidationError, origin: str) -> str:
+# GSM3_* variables that are not configuration keys (read by the CLI, the tests, fault injection).
+NON_SETTING_ENV = frozenset(
+    "GSM3_" + name
+    for name in ("CONFIG", "PROFILE", "FIXTURES", "MIRROR_KILL_AFTER", "WEBMAP_SCREENSHOT")
+)
+
+
+def _names_a_key(model: type[BaseModel], path: tuple[str, ...]) -> bool:
+    """Whether ``path`` (lower-case field names) is a key of ``model`` or lies inside a mapping."""
+    info = model.model_fields.get(path[0])
+    if info is None:
+        return False
+    if len(path) == 1:
+        return True
+    kinds = (info.annotation, *typing.get_args(info.annotation))
+    nested = [a for a in kinds if isinstance(a, type) and issubclass(a, BaseModel)]
+    return _names_a_key(nested[0], path[1:]) if nested else True
+
+
+def env_overrides() -> dict[tuple[str, ...], str]:
+    """The configuration key each ``GSM3_*`` environment variable sets, by key path.
+
+    A ``GSM3_*`` variable that names no key is an error (a typo would otherwise be ignored).
+    """
+    out: dict[tuple[str, ...], str] = {}
+    for var in sorted(os.environ):
+        if not var.upper().startswith("GSM3_") or var.upper() in NON_SETTING_ENV:
+            continue
+        path = tuple(var[len("GSM3_") :].lower().split("__"))
+        if not all(path) or not _names_a_key(Settings, path):
+            raise ConfigError(
+                f"unknown environment variable {var}: it names no configuration key "
+                "(nested keys are joined by '__', e.g. GSM3_TRAINING__EPOCHS)"
+            )
+        out[path] = var
+    return out
+
+
+def _origin_of(loc: tuple, env: dict[tuple[str, ...], str], fallback: str) -> str:
+    """The environment variable that set the key at ``loc`` (or one above it), else ``fallback``."""
+    path = tuple(str(p).lower() for p in loc)
+    for n in range(len(path), 0, -1):
+        if path[:n] in env:
+            return f"environment variable {env[path[:n]]}"
+    return fallback
+
+
+def _describe(exc: ValidationError, origin: str, env: dict[tuple[str, ...], str]) -> str:
     err = exc.errors()[0]
+    origin = _origin_of(err["loc"], env, origin)
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"unknown config key {where!r} in {origin}"
@@ -441,7 +493,10 @@ def load_settings(path: Path | None = None, profile: str | None = None) -> Setti
     data = _merge(_profile_defaults(str(name)), file_data)
     data["profile"] = name
     origin = f"config file {path}" if path is not None else f"profile {name!r}"
+    env = env_overrides()
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
+        raise ConfigError(_describe(exc, origin, env)) from None
+    masked_config(settings.model_dump(mode="json"))  # logs mask its credentials from now on
+    return settings

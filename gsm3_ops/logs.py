@@ -6,14 +6,32 @@ exception text from a client library, a URL with a token) is masked before it is
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from gsm3_ops.secrets import redact
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+_CONTEXT: contextvars.ContextVar[dict[str, str] | None]
+_CONTEXT = contextvars.ContextVar("gsm3_log_context", default=None)
+
+
+@contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Records logged inside (in this thread or task) carry ``fields`` (``day``, ``source``)
+    as keys of their JSON line; nested contexts add to the outer one."""
+    token = _CONTEXT.set({**(_CONTEXT.get() or {}), **{k: str(v) for k, v in fields.items()}})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 class RedactFilter(logging.Filter):
@@ -29,7 +47,8 @@ class RedactFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC), level, logger, message, and extra ``day``/``step``."""
+    """One JSON object per line: time (UTC), level, logger, message, and ``day``/``source``/
+    ``step``/``status`` from the record's extras or the enclosing :func:`log_context`."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
@@ -43,6 +62,8 @@ class JsonFormatter(logging.Formatter):
         for key in ("day", "step", "source", "status"):
             if hasattr(record, key):
                 doc[key] = str(getattr(record, key))
+        for key, value in (_CONTEXT.get() or {}).items():
+            doc.setdefault(key, value)
         return json.dumps(doc)
 
 

@@ -134,6 +134,14 @@ def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(site, tmp_path
     bad = next(d for d in report["days"] if d["date"] == str(CORRUPT))
     assert "outside the valid range" in bad["error"]
     assert bad["ingest_failures"] == ["forcing/era5_land"]
+    assert report["lag_days"] == 0
+    later = str(END + dt.timedelta(days=2))  # two days the run has not reached: an alert at 1
+    args = ["status", "--start", str(START), "--config", str(config), "--max-lag"]
+    behind = runner.invoke(app, [*args, "1", "--end", later])
+    assert behind.exit_code == 1 and "lag: 2 days" in behind.stdout, behind.output
+    alert = f"gsm3-ops: the latest published day is 2 days behind {later} (--max-lag 1)"
+    assert behind.stderr.strip() == alert
+    assert runner.invoke(app, [*args, "2", "--end", later]).exit_code == 0
 
     monkeypatch.setattr(Era5LandSource, "to_grid", real)  # the input is fixed
     fixed = backfill(dep, START, END, progress=False)
@@ -143,6 +151,8 @@ def test_a_corrupt_input_day_fails_alone_and_completes_once_fixed(site, tmp_path
     span = ["--start", str(START), "--end", str(END), "--config", str(config)]
     again = runner.invoke(app, ["backfill", *span, "--quiet"])  # nothing left to do, recorded
     assert again.exit_code == 0 and "0 produced, 4 already done, 0 failed" in again.output
+    summary = json.loads(runner.invoke(app, ["backfill", *span, "--quiet", "--log-json"]).stdout)
+    assert summary["produced"] == [] and len(summary["skipped"]) == 4 and summary["failed"] == {}
     report = json.loads(runner.invoke(app, ["status", *span, "--json"]).output)
     assert report["counts"]["complete"] == 4
     last = report["last_run"]
@@ -207,8 +217,11 @@ def test_credentials_never_reach_the_logs_of_a_run(site, tmp_path: Path) -> None
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     text = done.stdout + done.stderr
-    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line: no bars
     assert lines and all("level" in x for x in lines)
+    assert {x.get("day") for x in lines} == {str(START)}  # every line of the day names it
+    summary = json.loads(done.stdout)
+    assert (summary["command"], summary["day"], summary["outcome"]) == ("run", str(START), "ok")
     for secret in ("fake-cds-9f8e7d6c", "fake-pw-5544", "fake-user-3321"):
         assert secret not in text
         for path in (tmp_path / "pub").rglob("*"):

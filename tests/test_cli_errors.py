@@ -69,6 +69,20 @@ def test_bad_configuration(tmp, command) -> None:
     _one_line(result, 2, "unknown config key 'inference.moed'")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "phrases"),
+    [
+        ("GSM3_TRAINNG__EPOCHS", "3", ("unknown environment variable GSM3_TRAINNG__EPOCHS",)),
+        ("GSM3_BOGUS", "1", ("unknown environment variable GSM3_BOGUS",)),
+        ("GSM3_TRAINING__EPOCHS", "many",
+         ("'training.epochs'", "in environment variable GSM3_TRAINING__EPOCHS")),
+    ],
+)  # fmt: skip
+def test_bad_environment_variable_is_named(tmp, monkeypatch, variable, value, phrases) -> None:
+    monkeypatch.setenv(variable, value)
+    _one_line(runner.invoke(app, _args("status", tmp)), 2, *phrases)
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_missing_configuration_file(tmp, command) -> None:
     result = runner.invoke(app, [*_args(command, tmp), "--config", str(tmp / "nope.yaml")])

@@ -55,6 +55,22 @@ def test_bad_config_names_the_problem(tmp_path, text: str, message: str) -> None
         load_settings(f)
 
 
+def test_environment_names_keys_and_takes_the_blame(tmp_path, monkeypatch) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("data_root: d\n")
+    monkeypatch.setenv("GSM3_SOURCES__OPTIONS__MSWEP__REMOTE", "gdrive:mswep")  # inside a mapping
+    assert load_settings(f).sources.options["mswep"]["remote"] == "gdrive:mswep"
+    monkeypatch.setenv("GSM3_INFERENCE__SPINUP_DAYS", "-3")
+    with pytest.raises(ConfigError, match=r"spinup_days' in environment variable GSM3_INFERENCE"):
+        load_settings(f)
+    monkeypatch.delenv("GSM3_INFERENCE__SPINUP_DAYS")
+    for typo in ("GSM3_INFERENCE__SPINUP", "GSM3_INFERNCE__SPINUP_DAYS", "GSM3_REGION__", "GSM3_"):
+        monkeypatch.setenv(typo, "1")
+        with pytest.raises(ConfigError, match=f"unknown environment variable {typo}:"):
+            load_settings(f)
+        monkeypatch.delenv(typo)
+
+
 def test_unreadable_config(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "missing.yaml")

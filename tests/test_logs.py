@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gsm3_ops.logs import setup_logging
+from gsm3_ops.logs import log_context, setup_logging
 from gsm3_ops.secrets import redact
 
 SECRET = "5f2a-fake-cds-key-0042"
@@ -47,3 +47,21 @@ def test_redact_masks_key_value_pairs_without_env() -> None:
         "url=https://a.b key: ***, password=***"
     )
     assert redact("nothing secret here") == "nothing secret here"
+
+
+def test_json_lines_carry_the_day_and_source_of_their_context(capsys) -> None:
+    setup_logging(json_lines=True)
+    log = logging.getLogger("gsm3_ops.test")
+    with log_context(day="2020-03-01"):
+        log.info("day started")
+        with log_context(source="era5_land"):
+            log.warning("late")
+        log.info("published", extra={"status": "complete"})
+    log.info("outside")
+    docs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(d.get("day"), d.get("source"), d.get("status")) for d in docs] == [
+        ("2020-03-01", None, None),
+        ("2020-03-01", "era5_land", None),
+        ("2020-03-01", None, "complete"),
+        (None, None, None),
+    ]

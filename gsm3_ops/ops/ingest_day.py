@@ -27,6 +27,7 @@ from tenacity import (
 
 from gsm3_ops.cube import COMPLETE, Cube, CubeError
 from gsm3_ops.grid import EaseGrid, Window
+from gsm3_ops.logs import log_context
 from gsm3_ops.secrets import redact
 from gsm3_ops.sources.base import (
     CorruptFileError,
@@ -149,6 +150,18 @@ def ingest_source(
     """Fetch (or take from ``opts.from_dir``, else the source's configured archive), read,
     grid, check and write one source's day. A one-off ``from_dir`` re-reads days the cube
     holds; an archive, like a fetch, skips them unless ``opts.force``."""
+    with log_context(day=day.isoformat(), source=source.name):
+        return _ingest_source(cube, source, day, grid, window, opts)
+
+
+def _ingest_source(
+    cube: Cube,
+    source: GriddedSource,
+    day: dt.date,
+    grid: EaseGrid,
+    window: Window,
+    opts: IngestOptions,
+) -> Outcome:
     workdir, from_dir = opts.workdir, opts.from_dir
     if not opts.force and from_dir is None and already_ingested(cube, source, day):
         return Outcome(source.name, day, "skipped")

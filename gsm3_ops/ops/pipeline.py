@@ -26,6 +26,7 @@ from gsm3_ops.cube import Cube, written_parts
 from gsm3_ops.errors import DayFailedError, Gsm3Error, PublishError
 from gsm3_ops.inference.daily import DayOutput, DayPredictor
 from gsm3_ops.inference.tile import Start
+from gsm3_ops.logs import log_context
 from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.ops.cluster import tile_runner
 from gsm3_ops.ops.deployment import Deployment
@@ -123,7 +124,7 @@ def run_day(
     """
     t0 = time.perf_counter()
     s = dep.settings
-    with run_lock(s.data_root):
+    with log_context(day=day.isoformat()), run_lock(s.data_root):
         cube = dep.open_cube()
         finish_uploads(s)  # an upload a killed run left comes before anything new
         if not force and _published_from_cube(dep, cube, day):

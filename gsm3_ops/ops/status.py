@@ -63,12 +63,15 @@ def day_status(publish_root: Path, cube_manifest: dict | None, day: dt.date) -> 
                      ingest_failures=ingest)  # fmt: skip
 
 
-def status(settings: Settings, start: dt.date | None, end: dt.date | None) -> dict[str, Any]:
+def status(
+    settings: Settings, start: dt.date | None, end: dt.date | None, max_lag: int | None = None
+) -> dict[str, Any]:
     """``gsm3-ops status``: the report of ``start..end`` (default: the 30 days up to the
-    latest the profile can serve), reading the cube's day manifests when there is a cube."""
+    latest the profile can serve, or ``max_lag + 1`` days when that is longer), reading the
+    cube's day manifests when there is a cube."""
     dep = Deployment(settings)
     end = end or dep.latest_day(dt.date.today())
-    start = start or end - dt.timedelta(days=29)
+    start = start or end - dt.timedelta(days=max(29, max_lag or 0))
     cube = Cube.open(dep.cube_path) if dep.cube_path.exists() else None
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     manifests = {d: cube.manifest(d) for d in days} if cube else {}
@@ -78,15 +81,18 @@ def status(settings: Settings, start: dt.date | None, end: dt.date | None) -> di
 def status_report(
     publish_root: Path, cube_manifests: dict[dt.date, dict], start: dt.date, end: dt.date
 ) -> dict[str, Any]:
-    """Every day of ``start..end``, counts per state, the bundle in use and the last run."""
+    """Every day of ``start..end``, counts per state, the lag (days from the latest published
+    day to ``end``; None when none of them is published), the bundle in use and the last run."""
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     rows = [day_status(publish_root, cube_manifests.get(d), d) for d in days]
     counts = {s: sum(r.status == s for r in rows) for s in (COMPLETE, PROVISIONAL, FAILED, MISSING)}
     bundles = [r.bundle_id for r in rows if r.bundle_id]
+    published = [d for d, r in zip(days, rows, strict=True) if r.status in (COMPLETE, PROVISIONAL)]
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),
         "counts": counts,
+        "lag_days": (end - published[-1]).days if published else None,
         "bundle_id": bundles[-1] if bundles else None,
         "last_run": _read_last_run(publish_root),
         "days": [asdict(r) for r in rows],

@@ -77,6 +77,7 @@ class Era5Options(BaseModel):
     final_lag_days: int = Field(
         90, ge=0, description="days after which ERA5T is expected to be replaced by final ERA5"
     )
+    timeout_s: float = Field(60, gt=0, description="limit of one HTTP request to the CDS")
 
     @field_validator("area")
     @classmethod
@@ -265,7 +266,10 @@ class _CdsSource(ABC):
             import cdsapi
 
             try:
-                self._client = cdsapi.Client(quiet=True, progress=False)
+                # One try per fetch: the attempts and their backoff are gsm3-ops' own
+                # (sources.fetch_attempts, fetch_backoff_s), not cdsapi's 500 x 120 s.
+                self._client = cdsapi.Client(quiet=True, progress=False, retry_max=1,
+                                             sleep_max=1, timeout=self.options.timeout_s)  # fmt: skip
             except Exception as exc:  # cdsapi raises a bare Exception for missing credentials
                 raise CredentialsError(
                     f"{self.name}: no CDS credentials ({self._scrub(str(exc))}); set CDSAPI_URL "

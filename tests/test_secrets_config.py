@@ -1,0 +1,92 @@
+"""Credentials written into the configuration (an rclone connection string or flag in
+``sources.options.mswep``, a dask cluster's password) never reach a published configuration,
+a bundle or a log line; the source still gets the real values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+
+import pytest
+import yaml
+
+from gsm3_ops.config import load_settings
+from gsm3_ops.errors import SourceError
+from gsm3_ops.logs import setup_logging
+from gsm3_ops.sources.mswep import MswepOptions, MswepSource
+from gsm3_ops.training.ensemble import resolved_settings
+
+FAKES = ("FAKE-client-secret-1", "FAKE-access-token-2", "FAKE-refresh-token-3",
+         "FAKE-flag-secret-4", "FAKE-flag-token-5", "FAKE-cluster-pw-6")  # fmt: skip
+TOKEN = json.dumps({"access_token": FAKES[1], "refresh_token": FAKES[2]})
+MSWEP = {
+    "remote": f":drive,client_id=public-id,client_secret={FAKES[0]},token='{TOKEN}':MSWEP_V280",
+    "rclone_args": ["--drive-client-secret", FAKES[3], f"--drive-token={FAKES[4]}",
+                    "--transfers", "4"],
+    "product": "NRT",
+}  # fmt: skip
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    for name in ("GSM3_CONFIG", "GSM3_DATA_ROOT", "GSM3_PUBLISH_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    doc = {
+        "data_root": str(tmp_path / "data"),
+        "sources": {"options": {"mswep": MSWEP}},
+        "inference": {"cluster": {"kind": "local", "options": {"password": FAKES[5]}}},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_settings(path)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = before
+    root.setLevel(level)
+
+
+def test_written_configuration_and_bundle_mask_credentials(settings) -> None:
+    for text in (settings.to_yaml(public=True), settings.to_yaml()):
+        assert not [f for f in FAKES if f in text], text
+        doc = yaml.safe_load(text)
+        mswep = doc["sources"]["options"]["mswep"]
+        assert mswep["remote"].startswith(":drive,client_id=public-id,client_secret=***,")
+        assert mswep["rclone_args"] == ["--drive-client-secret", "***", "--drive-token=***",
+                                        "--transfers", "4"]  # fmt: skip
+        assert doc["inference"]["cluster"]["options"] == {"password": "***"}
+    running = settings.sources.options["mswep"]  # the running configuration keeps them
+    assert {k: running[k] for k in MSWEP} == MSWEP
+    bundle = json.dumps(resolved_settings(settings))
+    assert not [f for f in FAKES if f in bundle]
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_logs_mask_configured_credentials(settings, capsys, json_lines) -> None:
+    setup_logging(json_lines=json_lines)
+    for fake in FAKES:
+        logging.getLogger("gsm3_ops.test").warning("a client library echoed %s", fake)
+    err = capsys.readouterr().err
+    assert not [f for f in FAKES if f in err] and err.count("***") == len(FAKES)
+
+
+def test_the_rclone_command_carries_them_and_its_log_line_does_not(settings, caplog) -> None:
+    calls = []
+
+    def rclone(cmd):
+        calls.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 1, "", f"bad token {FAKES[4]}")
+
+    source = MswepSource(MswepOptions(**MSWEP), client=rclone)  # as the fetch path builds it
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(SourceError) as info:
+        source.fetch(dt.date(2021, 2, 3), settings.data_root / "w")
+    assert FAKES[3] in calls[0] and f"--drive-token={FAKES[4]}" in calls[0]
+    shown = caplog.text + str(info.value)
+    assert not [f for f in FAKES if f in shown] and "rclone" in caplog.text
