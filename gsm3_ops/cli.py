@@ -19,9 +19,10 @@ from typing import Annotated
 import typer
 
 from gsm3_ops.config import Settings, load_settings
+from gsm3_ops.cpus import limit_threads
 from gsm3_ops.errors import DayFailedError, Gsm3Error, UsageError
 from gsm3_ops.logs import setup_logging
-from gsm3_ops.secrets import redact
+from gsm3_ops.secrets import load_secret_files, redact
 
 app = typer.Typer(
     help="gsm3-ops: daily 9 km surface soil moisture from the GSM3 multitask LSTM.",
@@ -54,6 +55,8 @@ def _user_errors() -> Iterator[None]:
 
 def _settings(config: Path | None, profile: str | None) -> Settings:
     with _user_errors():
+        load_secret_files()  # CDSAPI_KEY_FILE and the like, as container secrets are mounted
+        limit_threads()  # no more torch threads than a container's CPU limit
         return load_settings(config, profile)
 
 

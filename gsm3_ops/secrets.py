@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
+
+from gsm3_ops.errors import ConfigError
 
 # Environment variables whose values are secrets wherever they appear.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL)", re.IGNORECASE)
@@ -92,3 +95,32 @@ def masked_config(value: Any) -> Any:
     if isinstance(value, str):
         return _masked_text(value)
     return value
+
+
+# Credentials that may also be given as a file (``CDSAPI_KEY_FILE=/run/secrets/cds``), as
+# container secrets are mounted; rclone's own ``RCLONE_CONFIG_<REMOTE>_<OPTION>`` too.
+FILE_CREDENTIALS = (
+    "CDSAPI_URL", "CDSAPI_KEY", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "EARTHDATA_TOKEN",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+)  # fmt: skip
+
+
+def load_secret_files() -> list[str]:
+    """For each ``<NAME>_FILE`` of a credential whose ``<NAME>`` is unset, set ``<NAME>`` to
+    the file's content (one trailing newline dropped); return the names set. A file that
+    cannot be read is a :class:`ConfigError` naming the variable and the file."""
+    done = []
+    for var, path in sorted(os.environ.items()):
+        name = var.removesuffix("_FILE")
+        if name == var or not (name in FILE_CREDENTIALS or name.startswith("RCLONE_CONFIG_")):
+            continue
+        if name in os.environ:
+            continue  # the variable itself wins
+        try:
+            value = Path(path).read_text().removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"{var}: cannot read {path}: {reason}") from None
+        os.environ[name] = value
+        done.append(name)
+    return done

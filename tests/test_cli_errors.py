@@ -83,6 +83,12 @@ def test_bad_environment_variable_is_named(tmp, monkeypatch, variable, value, ph
     _one_line(runner.invoke(app, _args("status", tmp)), 2, *phrases)
 
 
+def test_unreadable_secret_file_is_named(tmp, monkeypatch) -> None:
+    monkeypatch.setenv("EARTHDATA_PASSWORD_FILE", str(tmp / "no-such-secret"))
+    result = runner.invoke(app, _args("status", tmp))
+    _one_line(result, 2, "EARTHDATA_PASSWORD_FILE: cannot read", "no-such-secret")
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_missing_configuration_file(tmp, command) -> None:
     result = runner.invoke(app, [*_args(command, tmp), "--config", str(tmp / "nope.yaml")])

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from gsm3_ops.config import ClusterConfig
-from gsm3_ops.ops.cluster import ClusterError, tile_runner
+from gsm3_ops.ops.cluster import ClusterError, shared_clusters, tile_runner
 from tests.test_inference_daily import make_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,3 +77,26 @@ def test_address_is_required_for_kind_address_only() -> None:
         ClusterConfig(kind="address")
     with pytest.raises(ValueError, match=r"cluster\.address"):
         ClusterConfig(kind="local", address="tcp://x:1")
+
+
+def test_shared_clusters_start_one_cluster_for_many_days(monkeypatch) -> None:
+    from gsm3_ops.ops import cluster as cluster_module
+
+    started = []
+    real = cluster_module._make_cluster
+
+    def counting(cfg):
+        started.append(cfg.kind)
+        return real(cfg)
+
+    monkeypatch.setattr(cluster_module, "_make_cluster", counting)
+    local = ClusterConfig(kind="local", n_workers=1, processes=False)
+    with shared_clusters():
+        with tile_runner(local) as first:
+            assert list(first(lambda x: x * 2, [1])) == [2]
+        with tile_runner(local) as second:  # the next day: the same cluster, still open
+            assert second is first and list(second(lambda x: x + 1, [1])) == [2]
+    assert started == ["local"]
+    with tile_runner(local), tile_runner(local):  # outside: one cluster per runner, as before
+        pass
+    assert started == ["local"] * 3

@@ -7,14 +7,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import subprocess
 
 import pytest
 import yaml
 
 from gsm3_ops.config import load_settings
-from gsm3_ops.errors import SourceError
+from gsm3_ops.errors import ConfigError, SourceError
 from gsm3_ops.logs import setup_logging
+from gsm3_ops.secrets import load_secret_files, redact
 from gsm3_ops.sources.mswep import MswepOptions, MswepSource
 from gsm3_ops.training.ensemble import resolved_settings
 
@@ -90,3 +92,22 @@ def test_the_rclone_command_carries_them_and_its_log_line_does_not(settings, cap
     assert FAKES[3] in calls[0] and f"--drive-token={FAKES[4]}" in calls[0]
     shown = caplog.text + str(info.value)
     assert not [f for f in FAKES if f in shown] and "rclone" in caplog.text
+
+
+def test_credentials_from_files_as_container_secrets_mount_them(tmp_path, monkeypatch) -> None:
+    for name in ("CDSAPI_KEY", "EARTHDATA_TOKEN", "RCLONE_CONFIG_GLOH2O_TOKEN"):
+        monkeypatch.setenv(name, "placeholder")  # restored after the test, whatever it sets
+        monkeypatch.delenv(name)
+    (tmp_path / "cds").write_text("4321:fake-cds-file-key\n")
+    (tmp_path / "rclone").write_text('{"access_token":"fake-rclone-file-token"}')
+    monkeypatch.setenv("CDSAPI_KEY_FILE", str(tmp_path / "cds"))
+    monkeypatch.setenv("RCLONE_CONFIG_GLOH2O_TOKEN_FILE", str(tmp_path / "rclone"))
+    monkeypatch.setenv("GSM3_FIXTURES_FILE", str(tmp_path / "nope"))  # not a credential: left
+    assert load_secret_files() == ["CDSAPI_KEY", "RCLONE_CONFIG_GLOH2O_TOKEN"]
+    assert os.environ["CDSAPI_KEY"] == "4321:fake-cds-file-key"
+    assert redact("key 4321:fake-cds-file-key rejected") == "key *** rejected"
+    monkeypatch.setenv("CDSAPI_KEY_FILE", str(tmp_path / "other"))  # the variable itself wins
+    assert load_secret_files() == []
+    monkeypatch.setenv("EARTHDATA_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"^EARTHDATA_TOKEN_FILE: cannot read .*missing"):
+        load_secret_files()

@@ -15,12 +15,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from gsm3_ops.config import Settings
+from gsm3_ops.cube import Cube
 from gsm3_ops.errors import Gsm3Error
+from gsm3_ops.ops.cluster import shared_clusters
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_days
 from gsm3_ops.ops.inputs import input_versions, missing_inputs
@@ -92,25 +95,39 @@ def backfill(
     ensure_days(dep, cube, start, end)
     required = dep.required_inputs()
     bar = tqdm(days, desc="backfill", unit="day", disable=not progress)
-    for day in bar:
-        record = _published(dep, day)
-        if record and record.provisional and missing_inputs(required, cube.manifest(day)):
-            result.skipped.append(day)  # still provisional: its late inputs are not in yet
-            continue
-        redo = record is None or record.provisional
-        if not redo and reprocess_upgraded and upgraded(dep, day, cube.manifest(day)):
-            log.info("%s: inputs upgraded since publication; reprocessing", day)
-            redo = True
-        if not redo:
-            result.skipped.append(day)
-            continue
-        try:
-            run_day(dep, day, progress=False, force=True)
-        except Gsm3Error as exc:
-            log.error("%s failed: %s", day, exc)
-            result.failed[day] = str(exc)
-        else:
-            result.produced.append(day)
-        bar.set_postfix(done=len(result.produced), failed=len(result.failed))
+    with shared_clusters():  # one dask cluster (if configured) for every day, not one a day
+        for day in bar:
+            _backfill_day(dep, cube, day, required, result, reprocess_upgraded)
+            bar.set_postfix(done=len(result.produced), failed=len(result.failed))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _backfill_day(
+    dep: Deployment,
+    cube: Cube,
+    day: dt.date,
+    required: Sequence[str],
+    result: BackfillResult,
+    reprocess_upgraded: bool,
+) -> None:
+    """Produce ``day`` unless done (or still provisional without its late inputs); record
+    the outcome in ``result``."""
+    record = _published(dep, day)
+    if record and record.provisional and missing_inputs(required, cube.manifest(day)):
+        result.skipped.append(day)  # still provisional: its late inputs are not in yet
+        return
+    redo = record is None or record.provisional
+    if not redo and reprocess_upgraded and upgraded(dep, day, cube.manifest(day)):
+        log.info("%s: inputs upgraded since publication; reprocessing", day)
+        redo = True
+    if not redo:
+        result.skipped.append(day)
+        return
+    try:
+        run_day(dep, day, progress=False, force=True)
+    except Gsm3Error as exc:
+        log.error("%s failed: %s", day, exc)
+        result.failed[day] = str(exc)
+    else:
+        result.produced.append(day)

@@ -20,6 +20,7 @@ the same functions on the same inputs, so the results are the same.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -110,9 +111,41 @@ def _make_cluster(cfg: ClusterConfig) -> Any:
     raise ClusterError(f"unknown cluster kind {cfg.kind!r}")
 
 
+# Inside ``shared_clusters()``: the exit stack that closes them and the runners by config.
+_SHARED: contextvars.ContextVar[tuple[contextlib.ExitStack, dict[str, Runner]] | None]
+_SHARED = contextvars.ContextVar("gsm3_shared_clusters", default=None)
+
+
+@contextlib.contextmanager
+def shared_clusters() -> Iterator[None]:
+    """Inside, the first :func:`tile_runner` of a configuration starts its cluster and every
+    later one reuses it (a backfill starts one cluster, not one a day); closed on exit."""
+    with contextlib.ExitStack() as stack:
+        token = _SHARED.set((stack, {}))
+        try:
+            yield
+        finally:
+            _SHARED.reset(token)
+
+
 @contextlib.contextmanager
 def tile_runner(cfg: ClusterConfig) -> Iterator[Runner]:
-    """A runner for the configured place; a cluster started here is closed on exit."""
+    """A runner for the configured place; a cluster started here is closed on exit, unless
+    inside :func:`shared_clusters`, which keeps it for the next caller."""
+    shared = _SHARED.get()
+    if shared is None or cfg.kind == "none":
+        with _runner(cfg) as runner:
+            yield runner
+        return
+    stack, runners = shared
+    key = cfg.model_dump_json()
+    if key not in runners:
+        runners[key] = stack.enter_context(_runner(cfg))
+    yield runners[key]
+
+
+@contextlib.contextmanager
+def _runner(cfg: ClusterConfig) -> Iterator[Runner]:
     if cfg.kind == "none":
         yield in_process
         return

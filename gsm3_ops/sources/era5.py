@@ -268,8 +268,10 @@ class _CdsSource(ABC):
             try:
                 # One try per fetch: the attempts and their backoff are gsm3-ops' own
                 # (sources.fetch_attempts, fetch_backoff_s), not cdsapi's 500 x 120 s.
-                self._client = cdsapi.Client(quiet=True, progress=False, retry_max=1,
-                                             sleep_max=1, timeout=self.options.timeout_s)  # fmt: skip
+                timeout = self.options.timeout_s
+                self._client = cdsapi.Client(
+                    quiet=True, progress=False, retry_max=1, sleep_max=1, timeout=timeout
+                )
             except Exception as exc:  # cdsapi raises a bare Exception for missing credentials
                 raise CredentialsError(
                     f"{self.name}: no CDS credentials ({self._scrub(str(exc))}); set CDSAPI_URL "
