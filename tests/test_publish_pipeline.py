@@ -26,6 +26,7 @@ from gsm3_ops.inference.daily import DayOutput
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.ops import pipeline
 from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.status import last_run_path, status_report
 from gsm3_ops.publish import day as day_module
 from gsm3_ops.publish.cog import validate_cog
 from gsm3_ops.publish.layers import FLAG_FILL, FLAG_FROZEN, FLAG_GAP_FILLED, FLAG_PROVISIONAL
@@ -179,3 +180,36 @@ def test_a_day_published_to_object_storage_reaches_readers(world_site, s3_server
     with urllib.request.urlopen(s3_server.http_url("pipeline/latest.json"), timeout=10) as r:
         assert json.loads(r.read())["day"] == later.isoformat()  # a plain HTTP GET
     assert fs.exists(f"{url}/manifests/{later:%Y}/gsm3_{later:%Y%m%d}.json")
+
+
+def test_an_unnamed_failure_is_a_recorded_failure_and_an_interrupt_is_recorded(
+    deployment, no_model, monkeypatch
+) -> None:
+    """A library error no stage names (GDAL's write error while staging a COG is not an
+    OSError) fails the day in one line with its failure record and last run; Ctrl-C leaves
+    ``interrupted``."""
+    dep = deployment
+    root = dep.settings.publish_root
+    day = DAY + dt.timedelta(days=2)
+
+    def gdal_write_error(*args, **kwargs):
+        raise RuntimeError("TIFFAppendToStrip: Write error at scanline 0")
+
+    monkeypatch.setattr(day_module, "write_cog", gdal_write_error)
+    with pytest.raises(pipeline.DayFailedError, match="RuntimeError: TIFFAppendToStrip") as info:
+        pipeline.run(dep.settings, day, progress=False)
+    assert info.value.exit_code == 1 and len(str(info.value).splitlines()) == 1
+    record = json.loads(failure_path(root, day).read_text())
+    assert record["status"] == "failed" and "Write error" in record["error"]
+    last = json.loads(last_run_path(root).read_text())
+    assert (last["command"], last["outcome"], last["day"]) == ("run", "failed", str(day))
+    report = status_report(root, {}, day, day)
+    assert report["days"][0]["status"] == "failed" and "Write error" in report["days"][0]["error"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(day_module, "write_cog", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(dep.settings, day, progress=False)
+    assert json.loads(last_run_path(root).read_text())["outcome"] == "interrupted"

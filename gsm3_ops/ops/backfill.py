@@ -58,7 +58,14 @@ def run_backfill(
     today = dt.date.today()
     dep.check_day(start, today)
     dep.check_day(end, today)
-    result = backfill(dep, start, end, reprocess_upgraded=reprocess_upgraded, progress=progress)
+    try:
+        result = backfill(dep, start, end, reprocess_upgraded=reprocess_upgraded,
+                          progress=progress)  # fmt: skip
+    except BaseException as exc:  # an ingest that failed for every day, SIGTERM, Ctrl-C
+        outcome = "failed" if isinstance(exc, Exception) else "interrupted"
+        record_last_run(settings.publish_root, "backfill", outcome, start=str(start),
+                        end=str(end), error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        raise
     record_last_run(
         settings.publish_root, "backfill", "failed" if result.failed else "ok",
         start=str(start), end=str(end), produced=len(result.produced),

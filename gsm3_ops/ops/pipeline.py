@@ -98,6 +98,10 @@ def run(
     except Gsm3Error as exc:
         record_last_run(settings.publish_root, command, "failed", day=str(day), error=str(exc))
         raise
+    except BaseException as exc:  # SIGTERM (as SystemExit), Ctrl-C: the run did not finish
+        record_last_run(settings.publish_root, command, "interrupted", day=str(day),
+                        error=type(exc).__name__)  # fmt: skip
+        raise
     record_last_run(settings.publish_root, command, result.outcome, day=str(day))
     return result
 
@@ -148,6 +152,11 @@ def run_day(
             if isinstance(exc, PublishError):
                 raise DayFailedError(str(exc)) from exc
             raise
+        except Exception as exc:  # a store, disk or library failure no stage named: recorded
+            log.debug("%s failed", day, exc_info=True)
+            failed = DayFailedError(f"{day}: {type(exc).__name__}: {exc}")
+            _record_failure(s.publish_root, day, failed)
+            raise failed from exc
         failure_path(s.publish_root, day).unlink(missing_ok=True)
     return RunResult(
         day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
