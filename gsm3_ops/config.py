@@ -316,7 +316,10 @@ class Settings(BaseSettings):
     @field_validator("data_root", "publish_root")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        value = value.expanduser().resolve()
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a folder")
+        return value
 
     @field_validator("publish_options")
     @classmethod

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -98,3 +99,35 @@ def current_setup() -> tuple[bool, bool]:
     mine = [h for h in root.handlers if getattr(h, "_gsm3", False)]
     json_lines = any(isinstance(h.formatter, JsonFormatter) for h in mine)
     return root.level >= logging.WARNING, json_lines
+
+
+class Progress:
+    """Periodic progress lines for long loops (a multi-year ingest, a cold start): at most
+    one every ``every_s`` seconds, and one at the end, with the rate and an ETA. Log lines,
+    not a bar, so they read the same in a terminal, a file or a log shipper."""
+
+    def __init__(self, log: logging.Logger, what: str, total: int, every_s: float = 60.0):
+        self.log, self.what, self.total, self.every_s = log, what, total, every_s
+        self.done = 0
+        self._t0 = self._last = time.monotonic()
+
+    def step(self, n: int = 1) -> None:
+        """Count ``n`` more items done; log when due (or when all are done)."""
+        self.done += n
+        now = time.monotonic()
+        if now - self._last < self.every_s and self.done < self.total:
+            return
+        self._last = now
+        rate = self.done / max(now - self._t0, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = "done" if self.done >= self.total else f"ETA {_duration(left)}"
+        self.log.info("%s: %d/%d (%.2f/s, %s)", self.what, self.done, self.total, rate, eta,
+                      extra={"step": f"{self.done}/{self.total}"})  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -229,3 +229,36 @@ def test_credentials_never_reach_the_logs_of_a_run(site, tmp_path: Path) -> None
                 assert secret not in path.read_text()
     assert np.isfinite(json.loads(manifest_path(tmp_path / "pub", START).read_text())
                        ["soil_moisture_mean"])  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_cube_day_fails_named_and_one_command_repairs_it(site, tmp_path, damage):
+    """A lost or truncated forcing chunk: the day fails in one line naming it (never a
+    published day from wrong inputs), status says failed, and the command the line names
+    repairs it; the day then publishes."""
+    config = site(tmp_path)
+    s = load_settings(config)
+    index = (CORRUPT - s.cube.start).days
+    chunks = sorted(p for p in (s.data_root / "cube.zarr" / "forcing" / "t2m" / "c" /
+                                str(index)).rglob("*") if p.is_file())  # fmt: skip
+    assert chunks
+    if damage == "delete":
+        chunks[0].unlink()
+    else:
+        chunks[0].write_bytes(chunks[0].read_bytes()[:7])
+    span = ["--config", str(config), "--quiet"]
+    failed = runner.invoke(app, ["run", "--date", str(CORRUPT), *span])
+    assert failed.exit_code == 1, failed.output
+    line = failed.stderr.strip()
+    assert line.count("\n") == 0 and f"cube day {CORRUPT}: forcing/t2m from era5_land" in line
+    repair = line.split("repair: ", 1)[1]
+    assert repair == f"gsm3-ops ingest --source era5_land --date {CORRUPT} --force"
+    assert not manifest_path(tmp_path / "pub", CORRUPT).exists()
+    one_day = ["--start", str(CORRUPT), "--end", str(CORRUPT), "--config", str(config)]
+    report = json.loads(runner.invoke(app, ["status", "--json", *one_day]).output)
+    assert report["days"][0]["status"] == "failed"
+    fixed = runner.invoke(app, [*repair.split()[1:], *span])
+    assert fixed.exit_code == 0, fixed.output
+    again = runner.invoke(app, ["run", "--date", str(CORRUPT), *span])
+    assert again.exit_code == 0, again.output
+    assert json.loads(manifest_path(tmp_path / "pub", CORRUPT).read_text())["status"] == "complete"

@@ -76,11 +76,18 @@ def test_bad_configuration(tmp, command) -> None:
         ("GSM3_BOGUS", "1", ("unknown environment variable GSM3_BOGUS",)),
         ("GSM3_TRAINING__EPOCHS", "many",
          ("'training.epochs'", "in environment variable GSM3_TRAINING__EPOCHS")),
+        ("GSM3_DATA_ROOT", "<a file>",
+         ("environment variable GSM3_DATA_ROOT", "a-file exists and is not a folder")),
     ],
 )  # fmt: skip
-def test_bad_environment_variable_is_named(tmp, monkeypatch, variable, value, phrases) -> None:
+@pytest.mark.parametrize("command", ["status", "ingest", "run"])
+def test_bad_environment_variable_is_named(tmp, monkeypatch, variable, value, phrases,
+                                           command) -> None:  # fmt: skip
+    if value == "<a file>":
+        value = str(tmp / "a-file")
+        Path(value).write_text("not a folder")
     monkeypatch.setenv(variable, value)
-    _one_line(runner.invoke(app, _args("status", tmp)), 2, *phrases)
+    _one_line(runner.invoke(app, _args(command, tmp)), 2, *phrases)
 
 
 def test_unreadable_secret_file_is_named(tmp, monkeypatch) -> None:

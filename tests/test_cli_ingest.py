@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +129,27 @@ def test_ismn_folder_with_a_malformed_file(tmp_path: Path, fixtures: Path) -> No
     da = cube.read_insitu(dt.date(2017, 8, 10), dt.date(2018, 8, 9))
     assert list(da["site"].values) == ["ISMN:FR_Aqui:fraye"]
     assert np.isfinite(da.values).sum() > 100
+
+
+def test_ingest_waits_for_the_run_lock(tmp_path: Path) -> None:
+    """An ingest never writes the cube while a run holds the deployment's lock."""
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    write_land_daily(folder / f"era5_land_daily_{DAY:%Y%m%d}.nc", DAY)
+    write_land_radiation(folder / f"era5_land_rad_{DAY:%Y%m%d}.grib", DAY)
+    config = _config(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from gsm3_ops.ops.lock import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(3)",
+         str(tmp_path / "data")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.monotonic()
+    args = ["ingest", "--source", "era5_land", "--date", DAY.isoformat(), "--from", str(folder)]
+    result = runner.invoke(app, [*args, "--config", str(config), "--quiet"])
+    waited = time.monotonic() - t0
+    holder.wait(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert waited > 1.5  # it waited for the holder to let go

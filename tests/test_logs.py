@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gsm3_ops.logs import log_context, setup_logging
+from gsm3_ops.logs import Progress, log_context, setup_logging
 from gsm3_ops.secrets import redact
 
 SECRET = "5f2a-fake-cds-key-0042"
@@ -64,4 +64,17 @@ def test_json_lines_carry_the_day_and_source_of_their_context(capsys) -> None:
         ("2020-03-01", "era5_land", None),
         ("2020-03-01", None, "complete"),
         (None, None, None),
+    ]
+
+
+def test_progress_lines_with_rate_and_eta(caplog, monkeypatch) -> None:
+    clock = iter([0.0, 10.0, 20.0, 70.0, 200.0])
+    monkeypatch.setattr("gsm3_ops.logs.time.monotonic", lambda: next(clock))
+    caplog.set_level(logging.INFO)
+    progress = Progress(logging.getLogger("gsm3_ops.test"), "ingest 2020-01-01..2020-01-04", 4)
+    for _ in range(4):  # at 10 s and 20 s nothing is due; at 70 s a line; at the end a line
+        progress.step()
+    assert [r.getMessage() for r in caplog.records] == [
+        "ingest 2020-01-01..2020-01-04: 3/4 (0.04/s, ETA 0m23s)",
+        "ingest 2020-01-01..2020-01-04: 4/4 (0.02/s, done)",
     ]

@@ -5,7 +5,8 @@
 - ``layout.py``: the store's layout and the checks every write passes;
 - ``insitu.py``: the ``insitu`` group, dims (site, time);
 - ``manifest.py``: per-day (and static) manifests: which source and version wrote what,
-  checksums, and a status that makes interrupted writes visible.
+  checksums, and a status that makes interrupted writes visible;
+- ``verify.py``: a day's data read back against those checksums (damage found before use).
 
 Callers use this package's names only; see ``docs/cube.md``.
 """
@@ -20,6 +21,7 @@ from gsm3_ops.cube.manifest import (
     written_parts,
 )
 from gsm3_ops.cube.store import DEFAULT_END, DEFAULT_START, DEFAULT_TILE_SIZE, Cube
+from gsm3_ops.cube.verify import CubeDamagedError, verify_day
 
 __all__ = [
     "COMPLETE",
@@ -30,7 +32,9 @@ __all__ = [
     "MISSING",
     "WRITING",
     "Cube",
+    "CubeDamagedError",
     "CubeError",
     "status_of",
+    "verify_day",
     "written_parts",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
-from gsm3_ops.logs import current_setup, setup_logging
+from gsm3_ops.logs import Progress, current_setup, setup_logging
 from gsm3_ops.ops import ingest_other
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest_day import (
@@ -22,6 +22,7 @@ from gsm3_ops.ops.ingest_day import (
     already_ingested,
     ingest_day,
 )
+from gsm3_ops.ops.lock import run_lock
 from gsm3_ops.sources.base import GriddedSource
 from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 from gsm3_ops.variables import feature_set
@@ -135,7 +136,7 @@ def ingest_days(
     workers = min(dep.settings.sources.ingest_workers, len(days) // DAYS_PER_WORKER)
     if workers <= 1:
         sources = sources or dep.gridded_sources(names, cube)
-        return [ingest_day(cube, sources, day, dep.grid, dep.domain, opts) for day in days]
+        return _ingest_each(cube, sources, days, dep, opts)
     names = names or tuple(s.name for s in sources or dep.gridded_sources(cube=cube))
     size = -(-len(days) // workers)
     parts = [list(days[i : i + size]) for i in range(0, len(days), size)]
@@ -154,7 +155,24 @@ def _ingest_part(
     dep = Deployment(settings)
     cube = dep.open_cube()
     sources = dep.gridded_sources(names, cube)
-    return [ingest_day(cube, sources, day, dep.grid, dep.domain, opts) for day in days]
+    return _ingest_each(cube, sources, days, dep, opts)
+
+
+def _ingest_each(
+    cube: Cube,
+    sources: list[GriddedSource],
+    days: Sequence[dt.date],
+    dep: Deployment,
+    opts: IngestOptions,
+) -> list[DayReport]:
+    """Each day in turn, with a progress line (and ETA) at most once a minute."""
+    what = f"ingest {days[0]}..{days[-1]}" if days else "ingest"
+    progress = Progress(log, what, len(days))
+    reports = []
+    for day in days:
+        reports.append(ingest_day(cube, sources, day, dep.grid, dep.domain, opts))
+        progress.step()
+    return reports
 
 
 def ingest_options(
@@ -186,8 +204,21 @@ def ingest_sources(
 ) -> list[IngestLine]:
     """``gsm3-ops ingest``: the named sources for ``first..last`` into the cube, each routed
     by kind (gridded day by day, in situ over the range, statics once). A source failing on
-    a day is a ``failed`` line (and recorded in the cube day manifest), not an exception."""
+    a day is a ``failed`` line (and recorded in the cube day manifest), not an exception.
+    Holds the run lock: an ingest and a run never write the cube at once."""
     check_names(tuple(names))
+    with run_lock(dep.settings.data_root):
+        return _ingest_sources(dep, names, first, last, from_dir, force)
+
+
+def _ingest_sources(
+    dep: Deployment,
+    names: Sequence[str],
+    first: dt.date,
+    last: dt.date,
+    from_dir: Path | None,
+    force: bool,
+) -> list[IngestLine]:
     s = dep.settings
     cube = dep.open_cube()
     lines: list[IngestLine] = []
