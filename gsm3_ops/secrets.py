@@ -33,7 +33,9 @@ def secret_values() -> list[str]:
     values = {
         v
         for k, v in os.environ.items()
-        if (_SECRET_NAME.search(k) or k in _ACCOUNT_NAMES) and len(v) >= _MIN_LEN
+        if (_SECRET_NAME.search(k) or k in _ACCOUNT_NAMES)
+        and len(v) >= _MIN_LEN
+        and not k.endswith("_FILE")  # a path to a secret, not the secret
     }
     return sorted(values | _configured, key=len, reverse=True)
 
