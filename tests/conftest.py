@@ -4,6 +4,7 @@ S3 server on loopback (``s3_server``, tests/s3server.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -65,3 +66,13 @@ def world_site(tmp_path_factory):
     cli("ismn", "ingest", "--source", "ismn", "--date", str(START), "--end", str(TRAIN_END))
     cli("static", "ingest", "--source", "static", "--date", str(START))
     return site
+
+
+@pytest.fixture
+def restore_root_logger():
+    """Put the root logger's handlers and level back after a test that sets up logging."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = before
+    root.setLevel(level)

@@ -14,12 +14,8 @@ SECRET = "5f2a-fake-cds-key-0042"
 
 
 @pytest.fixture(autouse=True)
-def _restore_root_logger():
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = before
-    root.setLevel(level)
+def _restore_root_logger(restore_root_logger):
+    """Every test here sets up logging; the root logger is put back after each."""
 
 
 @pytest.mark.parametrize("json_lines", [False, True])

@@ -46,12 +46,8 @@ def settings(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _restore_root_logger():
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = before
-    root.setLevel(level)
+def _restore_root_logger(restore_root_logger):
+    """Every test here sets up logging; the root logger is put back after each."""
 
 
 def test_written_configuration_and_bundle_mask_credentials(settings) -> None:

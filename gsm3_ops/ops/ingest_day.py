@@ -150,18 +150,6 @@ def ingest_source(
     """Fetch (or take from ``opts.from_dir``, else the source's configured archive), read,
     grid, check and write one source's day. A one-off ``from_dir`` re-reads days the cube
     holds; an archive, like a fetch, skips them unless ``opts.force``."""
-    with log_context(day=day.isoformat(), source=source.name):
-        return _ingest_source(cube, source, day, grid, window, opts)
-
-
-def _ingest_source(
-    cube: Cube,
-    source: GriddedSource,
-    day: dt.date,
-    grid: EaseGrid,
-    window: Window,
-    opts: IngestOptions,
-) -> Outcome:
     workdir, from_dir = opts.workdir, opts.from_dir
     if not opts.force and from_dir is None and already_ingested(cube, source, day):
         return Outcome(source.name, day, "skipped")
@@ -210,7 +198,11 @@ def ingest_day(
     opts: IngestOptions,
 ) -> DayReport:
     """Ingest ``day`` from every source in turn; one source failing does not stop the others."""
-    return DayReport(day, [ingest_source(cube, src, day, grid, window, opts) for src in sources])
+    outcomes = []
+    for src in sources:
+        with log_context(day=day.isoformat(), source=src.name):  # on every line it logs
+            outcomes.append(ingest_source(cube, src, day, grid, window, opts))
+    return DayReport(day, outcomes)
 
 
 def _expected_version(source: GriddedSource, day: dt.date) -> str:
