@@ -262,3 +262,23 @@ def test_a_damaged_cube_day_fails_named_and_one_command_repairs_it(site, tmp_pat
     again = runner.invoke(app, ["run", "--date", str(CORRUPT), *span])
     assert again.exit_code == 0, again.output
     assert json.loads(manifest_path(tmp_path / "pub", CORRUPT).read_text())["status"] == "complete"
+
+
+def test_a_damaged_state_is_moved_aside_and_the_rerun_recomputes(site, tmp_path):
+    config = site(tmp_path)
+    span = ["--config", str(config), "--quiet"]
+    assert runner.invoke(app, ["run", "--date", str(START), *span]).exit_code == 0
+    state = load_settings(config).data_root / "state.zarr" / str(START)
+    chunk = sorted(p for p in state.rglob("*") if p.is_file() and "c" in p.parts[-5:-1])[0]
+    chunk.unlink()  # read back as zeros, it would have carried a wrong state on
+    day = START + dt.timedelta(days=1)
+    failed = runner.invoke(app, ["run", "--date", str(day), *span])
+    assert failed.exit_code == 1, failed.output
+    line = failed.stderr.strip()
+    assert line.count("\n") == 0 and f"state {START} tile" in line and "moved aside" in line
+    assert line.endswith(f"repair: gsm3-ops run --date {day} (recomputes from the state "
+                         "before it, or a cold start)")  # fmt: skip
+    assert not state.exists()
+    again = runner.invoke(app, ["run", "--date", str(day), *span])
+    assert again.exit_code == 0, again.output
+    assert json.loads(manifest_path(tmp_path / "pub", day).read_text())["status"] == "complete"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gsm3_ops.inference.state import (
+    StateDamagedError,
     StateError,
     StateLayout,
     StateStore,
@@ -128,3 +129,28 @@ def test_a_folder_that_is_not_a_store_is_refused(tmp_path) -> None:
     with pytest.raises(StateError, match="not a state store"):
         StateStore(tmp_path / "s.zarr", _layout())
     assert land_hash(LAND) != land_hash(LAND.T.copy().T[::-1])
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "alter"])
+def test_a_damaged_tile_is_found_and_its_date_can_be_moved_aside(tmp_path, damage) -> None:
+    store = StateStore(tmp_path / "s.zarr", _layout())
+    early, late = dt.date(2021, 1, 4), dt.date(2021, 1, 5)
+    _save(store, early, _state(1))
+    _save(store, late, _state(2))
+    chunk = sorted(p for p in (store.group(late) / "r00000c00000" / "c").rglob("*")
+                   if p.is_file())[0]  # fmt: skip
+    if damage == "delete":
+        chunk.unlink()  # reads back as the fill value, zeros: a silently wrong state before
+    elif damage == "truncate":
+        chunk.write_bytes(chunk.read_bytes()[:10])
+    else:
+        data = bytearray(chunk.read_bytes())
+        data[0] ^= 1
+        chunk.write_bytes(bytes(data))
+    with pytest.raises(StateDamagedError, match="state 2021-01-05 tile r00000c00000") as info:
+        store.load(late, "r00000c00000", 3)
+    assert info.value.day == late
+    aside = store.quarantine(late)
+    assert aside.name.startswith(".damaged-2021-01-05-") and store.dates() == [early]
+    assert store.latest_on_or_before(late) == early  # the next run recomputes from here
+    np.testing.assert_array_equal(store.load(early, "r00000c00000", 3)[0], _state(1)[0])

@@ -9,7 +9,11 @@ Only land cells cost bytes: 1.8 M cells x 5 members x 256 x 2 is 18 GB a date in
 9 GB in bfloat16 (stored as the uint16 bit pattern; Zarr has no bfloat16).
 
 A date is written under a temporary name (tile by tile, by any worker) and renamed into place
-once every tile is there, so a crash never leaves a half-written date visible. Retention keeps
+once every tile is there, so a crash never leaves a half-written date visible. Each tile
+records the CRC-32 of its h and c bytes (``crc32`` attribute) and is checked when it is read,
+so a lost, truncated or altered chunk is found (:class:`StateDamagedError`) instead of
+carrying a wrong state forward; a damaged date is moved aside (:meth:`StateStore.quarantine`)
+and the next run recomputes from the date before it. Retention keeps
 the most recent dates and one checkpoint per period (the first date stored in each month by
 default), from which any later day can be recomputed.
 """
@@ -22,6 +26,7 @@ import os
 import re
 import shutil
 import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +47,23 @@ States = tuple[np.ndarray, np.ndarray]
 
 class StateError(InputError):
     """A state store that does not belong to the bundle or domain in use, or an unusable one."""
+
+
+class StateDamagedError(StateError):
+    """A stored state tile that no longer reads back as it was written."""
+
+    def __init__(self, message: str, day: dt.date | None = None) -> None:
+        super().__init__(message)
+        self.day = day
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (dask workers) whole
+        return (type(self), (str(self), self.day))
+
+
+def tile_crc(h: np.ndarray, c: np.ndarray) -> int:
+    """CRC-32 of a tile's h then c bytes, as stored (about 4 GB/s: a cheap check)."""
+    crc = zlib.crc32(memoryview(np.ascontiguousarray(h)).cast("B"))
+    return zlib.crc32(memoryview(np.ascontiguousarray(c)).cast("B"), crc)
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,7 @@ def write_tile(group: Path, key: str, state: States, dtype: str) -> None:
     )
     arr[0] = h
     arr[1] = c
+    arr.attrs["crc32"] = tile_crc(h, c)  # after the data: a tile without it was never finished
 
 
 def read_tile(group: Path, key: str, n_cells: int) -> States:
@@ -143,7 +166,19 @@ def read_tile(group: Path, key: str, n_cells: int) -> States:
         raise StateError(
             f"state {group.name} tile {key} holds {arr.shape[2]} cells, the land mask {n_cells}"
         )
-    data = arr[...]
+    day = dt.date.fromisoformat(group.name) if _DATE.match(group.name) else None
+    try:
+        data = arr[...]
+    except Exception as exc:  # a truncated chunk no longer decodes
+        raise StateDamagedError(
+            f"state {group.name} tile {key} cannot be read ({type(exc).__name__}: {exc})", day
+        ) from None
+    expected = arr.attrs.get("crc32")
+    if expected is not None and tile_crc(data[0], data[1]) != expected:
+        raise StateDamagedError(
+            f"state {group.name} tile {key} does not match the checksum written with it "
+            "(a lost or altered chunk)", day
+        )  # fmt: skip
     return data[0], data[1]
 
 
@@ -206,6 +241,13 @@ class StateStore:
     def abort(self, tmp: Path) -> None:
         """Discard a temporary group."""
         shutil.rmtree(tmp, ignore_errors=True)
+
+    def quarantine(self, day: dt.date) -> Path:
+        """Move the state of ``day`` aside (``.damaged-<day>-<id>``), so that no run starts
+        from it; return where it went."""
+        aside = self.path / f".damaged-{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+        os.replace(self.group(day), aside)
+        return aside
 
     def load(self, day: dt.date, key: str, n_cells: int) -> States:
         """h and c of one tile for ``day``, in their stored form (see :func:`read_tile`)."""

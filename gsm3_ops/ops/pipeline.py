@@ -25,6 +25,7 @@ from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube, verify_day, written_parts
 from gsm3_ops.errors import DayFailedError, Gsm3Error, PublishError
 from gsm3_ops.inference.daily import DayOutput, DayPredictor
+from gsm3_ops.inference.state import StateDamagedError
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.logs import log_context
 from gsm3_ops.model.bundle import Bundle
@@ -190,8 +191,17 @@ def _predict(
     """The model (trained first when the plan says so) and its prediction of ``day``:
     ensemble mean, spread and gap-filled cells over the domain, streamed tile by tile."""
     predictor = plan.predictor or _predictor(dep, cube, ensure_bundle(dep, cube, progress))
-    with tile_runner(dep.settings.inference.cluster) as runner:
-        output = predictor.predict(day, plan.start or predictor.plan(day), runner)
+    try:
+        with tile_runner(dep.settings.inference.cluster) as runner:
+            output = predictor.predict(day, plan.start or predictor.plan(day), runner)
+    except StateDamagedError as exc:
+        if exc.day is None:
+            raise
+        aside = predictor.store.quarantine(exc.day)
+        raise StateDamagedError(
+            f"{exc}; moved aside to {aside.name}; repair: gsm3-ops run --date {day} "
+            "(recomputes from the state before it, or a cold start)", exc.day
+        ) from None  # fmt: skip
     return predictor.bundle, output
 
 
