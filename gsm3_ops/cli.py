@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +71,22 @@ def _date(text: str | None, flag: str) -> dt.date | None:
         raise UsageError(f"{flag} {text!r} is not a date in the form YYYY-MM-DD") from None
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Inside, SIGTERM (a container stopped, a pod evicted) ends ``run``/``backfill`` as
+    Ctrl-C does: the day in progress is abandoned (its publication rolls back, or the next
+    run finishes it) and ``last_run`` records the run as interrupted."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _bars(quiet: bool, log_json: bool) -> bool:
     """Progress bars only for a person at a terminal: never in JSON logs, pipes or files."""
     return not quiet and not log_json and sys.stderr.isatty()
@@ -106,9 +123,9 @@ def run(
     with _user_errors():
         day = _date(date, "--date")
         setup_logging(quiet, log_json)
-        result = run_day(
-            settings, day, provisional=provisional, force=force, progress=_bars(quiet, log_json)
-        )
+        with _sigterm_interrupts():
+            result = run_day(settings, day, provisional=provisional, force=force,
+                             progress=_bars(quiet, log_json))  # fmt: skip
     if log_json:  # one JSON object on stdout, for the machine that reads the logs
         doc = {"command": "run", "day": result.day.isoformat(), "outcome": result.outcome,
                "seconds": round(result.seconds, 1), "cog": str(result.cog),
@@ -149,13 +166,9 @@ def backfill(
         if last < first:
             raise UsageError(f"--end {last} is before --start {first}")
         setup_logging(quiet, log_json)
-        result = run_backfill(
-            settings,
-            first,
-            last,
-            reprocess_upgraded=reprocess_upgraded,
-            progress=_bars(quiet, log_json),
-        )
+        with _sigterm_interrupts():
+            result = run_backfill(settings, first, last, reprocess_upgraded=reprocess_upgraded,
+                                  progress=_bars(quiet, log_json))  # fmt: skip
     if log_json:  # one JSON object on stdout, for the machine that reads the logs
         doc = {"command": "backfill", "start": first.isoformat(), "end": last.isoformat(),
                "produced": [d.isoformat() for d in result.produced],

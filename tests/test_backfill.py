@@ -282,3 +282,21 @@ def test_a_damaged_state_is_moved_aside_and_the_rerun_recomputes(site, tmp_path)
     again = runner.invoke(app, ["run", "--date", str(day), *span])
     assert again.exit_code == 0, again.output
     assert json.loads(manifest_path(tmp_path / "pub", day).read_text())["status"] == "complete"
+
+
+def test_sigterm_ends_a_run_as_interrupted_and_the_next_run_completes(site, tmp_path):
+    config = site(tmp_path)
+    cmd = [c for c in _cli(config, "run", "--date", str(START), "--log-json") if c != "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the day has started: its first log line names it
+        if json.loads(line).get("day") == str(START):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    last = json.loads((tmp_path / "pub" / "manifests" / "last_run.json").read_text())
+    assert (last["command"], last["outcome"]) == ("run", "interrupted")
+    done = subprocess.run(_cli(config, "run", "--date", str(START)), capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(manifest_path(tmp_path / "pub", START).read_text())["status"] == "complete"
