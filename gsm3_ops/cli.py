@@ -374,6 +374,9 @@ def _print_status(report: dict, as_json: bool) -> None:
     typer.echo(f"days {report['start']}..{report['end']}: {counts}")
     lag = report["lag_days"]
     typer.echo(f"lag: {'nothing published' if lag is None else f'{lag} days'}")
+    if report["timeseries_lag_days"]:
+        typer.echo(f"time-series copy: {report['timeseries_lag_days']} days behind the product "
+                   "(the next run rebuilds it)")  # fmt: skip
     typer.echo(f"bundle: {report['bundle_id'] or '-'}")
     run = report["last_run"]
     typer.echo(f"last run: {run['command']} {run['outcome']} at {run['finished']}" if run

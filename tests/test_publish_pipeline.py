@@ -213,3 +213,27 @@ def test_an_unnamed_failure_is_a_recorded_failure_and_an_interrupt_is_recorded(
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(dep.settings, day, progress=False)
     assert json.loads(last_run_path(root).read_text())["outcome"] == "interrupted"
+
+
+def test_a_time_series_copy_out_of_step_shows_in_status_and_the_next_run_rebuilds_it(
+    world_site, tmp_path, monkeypatch
+) -> None:
+    config = world_site.config(tmp_path, product={"start": "2019-12-01"})
+    dep = Deployment(load_settings(config))
+    _fake_model(monkeypatch)
+    root = dep.settings.publish_root
+    pipeline.run_day(dep, DAY, progress=False)
+    assert status_report(root, {}, DAY, DAY)["timeseries_lag_days"] == 0
+    product = dep.settings.product
+    off = dep.settings.model_copy(update={"product": product.model_copy(
+        update={"timeseries_copy": False})})  # fmt: skip
+    later = DAY + dt.timedelta(days=1)
+    pipeline.run_day(Deployment(off), later, progress=False)  # the copy misses a day
+    assert status_report(root, {}, DAY, later)["timeseries_lag_days"] == 1
+    last = DAY + dt.timedelta(days=2)
+    pipeline.run_day(dep, last, progress=False)  # any later run with the copy rebuilds it
+    assert status_report(root, {}, DAY, last)["timeseries_lag_days"] == 0
+    series = xr.open_zarr(root / "gsm3_timeseries.zarr").soil_moisture.load()
+    whole = xr.open_zarr(root / "gsm3.zarr").soil_moisture.load()
+    np.testing.assert_array_equal(series.values, whole.values)
+    assert series.sel(time=str(later)).notnull().any()

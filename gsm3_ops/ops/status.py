@@ -18,6 +18,8 @@ from gsm3_ops.config import Settings
 from gsm3_ops.cube import Cube
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.publish.manifest import DayManifest
+from gsm3_ops.publish.product import product_path, time_span
+from gsm3_ops.publish.timeseries import timeseries_path
 
 COMPLETE, PROVISIONAL, FAILED, MISSING = "complete", "provisional", "failed", "missing"
 
@@ -93,10 +95,26 @@ def status_report(
         "end": end.isoformat(),
         "counts": counts,
         "lag_days": (end - published[-1]).days if published else None,
+        "timeseries_lag_days": timeseries_lag(publish_root),
         "bundle_id": bundles[-1] if bundles else None,
         "last_run": _read_last_run(publish_root),
         "days": [asdict(r) for r in rows],
     }
+
+
+def timeseries_lag(publish_root: Path) -> int | None:
+    """Days the time-series copy's last day trails the product's (0: in step); None when
+    either store is absent. A later run rebuilds a copy that is out of step."""
+    product, copy = product_path(publish_root), timeseries_path(publish_root)
+    if not (product / ".zmetadata").exists() or not (copy / ".zmetadata").exists():
+        return None
+    (first, n), (copy_first, copy_n) = time_span(product), time_span(copy)
+    if first is None:
+        return 0
+    last = first + dt.timedelta(days=n - 1)
+    if copy_first is None:
+        return n
+    return (last - (copy_first + dt.timedelta(days=copy_n - 1))).days
 
 
 def _read_last_run(publish_root: Path) -> dict | None:
