@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from gsm3_ops.model.bundle import BundleError, BundleSpec, load_bundle, save_bundle
+from gsm3_ops.model.bundle import BundleError, BundleSpec, content_id, load_bundle, save_bundle
 from gsm3_ops.model.loss import masked_multitask_rmse
 from gsm3_ops.model.network import GSM3Net
 
@@ -144,8 +144,29 @@ def test_bundles_record_their_heads_and_old_ones_load_as_separate(tmp_path) -> N
     assert load_bundle(tmp_path / "s").spec.heads == "shared"
     save_bundle(tmp_path / "old", _spec(), [_spec().new_network().eval()])
     meta = json.loads((tmp_path / "old" / "bundle.json").read_text())
-    del meta["heads"]  # written before the option existed
+    del meta["heads"]  # written before the option existed, and its id computed without it
     (tmp_path / "old" / "bundle.json").write_text(json.dumps(meta))
+    (tmp_path / "old" / "bundle.id").write_text(content_id(tmp_path / "old") + "\n")
     old = load_bundle(tmp_path / "old")
     assert old.spec.heads == "separate" and old.members[0].linear_out.out_features == 2
     assert load_bundle(tmp_path / "s").bundle_id != old.bundle_id
+
+
+@pytest.mark.parametrize("damage", ["no id", "weights", "statistics"])
+def test_a_damaged_bundle_is_refused_naming_the_repair(tmp_path, damage) -> None:
+    spec = _spec()
+    path = save_bundle(tmp_path / "b", spec, [spec.new_network().eval()])
+    assert content_id(path) == (path / "bundle.id").read_text().strip()
+    if damage == "no id":
+        (path / "bundle.id").unlink()
+    elif damage == "weights":
+        data = bytearray((path / "member-0.safetensors").read_bytes())
+        data[-1] ^= 0x40  # one weight's last byte: still a valid safetensors file
+        (path / "member-0.safetensors").write_bytes(bytes(data))
+    else:
+        meta = json.loads((path / "bundle.json").read_text())
+        meta["stats"]["t2m"]["mean"] += 1.0
+        (path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="retrain it") as info:
+        load_bundle(path)
+    assert ("no bundle.id" if damage == "no id" else "no longer match") in str(info.value)

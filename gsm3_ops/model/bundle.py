@@ -99,23 +99,44 @@ def save_bundle(path: Path, spec: BundleSpec, members: list[GSM3Net]) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    digest = hashlib.sha256()
     for k, net in enumerate(members):
         weights = {name: t.detach().cpu().contiguous() for name, t in net.state_dict().items()}
         save_file(weights, tmp / f"member-{k}.safetensors")
-        digest.update((tmp / f"member-{k}.safetensors").read_bytes())
     text = json.dumps(asdict(spec) | {"members": len(members)}, indent=2)
     (tmp / BUNDLE_JSON).write_text(text)
-    # The id covers what shapes the outputs: weights, inputs, statistics, architecture. The
-    # provenance (resolved config with its paths, timings) is kept but not hashed, so the same
-    # model trained in two folders has the same id.
-    shaping = {k: v for k, v in asdict(spec).items() if k not in PROVENANCE}
-    digest.update(json.dumps(shaping | {"members": len(members)}, sort_keys=True).encode())
-    (tmp / "bundle.id").write_text(digest.hexdigest()[:16] + "\n")
+    (tmp / "bundle.id").write_text(content_id(tmp) + "\n")
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
+
+
+def content_id(path: Path) -> str:
+    """The id a bundle's files give: sha256 of the member weights, then of what shapes the
+    outputs as ``bundle.json`` holds it (inputs, statistics, architecture, member count), not
+    the provenance (resolved config with its paths, timings), so the same model trained in
+    two folders has the same id; 16 hex digits."""
+    path = Path(path)
+    meta = json.loads((path / BUNDLE_JSON).read_text())
+    digest = hashlib.sha256()
+    for k in range(int(meta["members"])):
+        digest.update((path / f"member-{k}.safetensors").read_bytes())
+    shaping = {k: v for k, v in meta.items() if k not in PROVENANCE}
+    digest.update(json.dumps(shaping, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_id(path: Path) -> None:
+    """Refuse a bundle whose files no longer give its ``bundle.id`` (a lost, truncated or
+    altered file): the id names the model in every published day and state store."""
+    id_file = path / "bundle.id"
+    repair = "copy the bundle again from where it was trained, or retrain it (gsm3-ops train)"
+    if not id_file.is_file():
+        raise BundleError(f"bundle {path} has no bundle.id; {repair}")
+    if content_id(path) != id_file.read_text().strip():
+        raise BundleError(
+            f"bundle {path} is damaged: its files no longer match its bundle.id; {repair}"
+        )
 
 
 def _check_not_pickle(file: Path) -> None:
@@ -163,4 +184,5 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
         except (SafetensorError, RuntimeError) as exc:
             raise BundleError(f"cannot load weights from {file}: {exc}") from None
         members.append(net.to(device).eval())
+    _check_id(path)
     return Bundle(path, spec, members)
