@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gsm3_ops.cube import Cube, CubeDamagedError, verify_day
+from gsm3_ops.cube import Cube, CubeDamagedError, verify_day, verify_static
 from gsm3_ops.grid import M09, Window
 from tests.test_cube import DOMAIN, END, START, TILE, chunk_files, d, make_ds
 
@@ -64,3 +64,15 @@ def test_verifying_a_day_costs_about_one_read(cube) -> None:
         verify_day(cube, d(1))
     verify = time.perf_counter() - t0
     assert verify < 3 * read + 0.05  # about one more read of the day (measured: 1.2 x)
+
+
+def test_damaged_statics_are_found(cube) -> None:
+    ds = make_ds([d(1)], names=("sand", "clay")).isel(time=0, drop=True)
+    cube.write_static(ds, source="soilgrids", version="2.0")
+    assert verify_static(cube) == 2
+    chunk = sorted(p for p in (cube.path / "static" / "clay").rglob("*")
+                   if p.is_file() and "c" in p.parts)[0]  # fmt: skip
+    chunk.unlink()
+    with pytest.raises(CubeDamagedError, match=r"cube statics: static/clay from soilgrids .* "
+                       r"repair: gsm3-ops ingest --source static$"):  # fmt: skip
+        verify_static(cube)

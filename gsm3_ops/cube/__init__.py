@@ -21,7 +21,7 @@ from gsm3_ops.cube.manifest import (
     written_parts,
 )
 from gsm3_ops.cube.store import DEFAULT_END, DEFAULT_START, DEFAULT_TILE_SIZE, Cube
-from gsm3_ops.cube.verify import CubeDamagedError, verify_day
+from gsm3_ops.cube.verify import CubeDamagedError, verify_day, verify_static
 
 __all__ = [
     "COMPLETE",
@@ -36,5 +36,6 @@ __all__ = [
     "CubeError",
     "status_of",
     "verify_day",
+    "verify_static",
     "written_parts",
 ]

@@ -11,6 +11,7 @@ changed, and the later part is checked instead.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from gsm3_ops.cube.manifest import COMPLETE, CubeError, checksum
@@ -26,10 +27,39 @@ def verify_day(cube: Cube, day: dt.date) -> int:
     """Check every complete part of ``day`` in the daily groups; return how many variables
     were checked. Raises :class:`CubeDamagedError` naming the day, variable, source and the
     command that repairs it."""
+
+    def read(group: str, name: str, window: Window) -> Any:
+        return cube.read(group, [name], day, day, window)[name].values[0]
+
+    def repair(source: str) -> str:
+        return f"gsm3-ops ingest --source {source} --date {day} --force"
+
+    return _verify(cube.manifest(day), DAILY_GROUPS, read, f"cube day {day}", repair)
+
+
+def verify_static(cube: Cube) -> int:
+    """Check every complete part of the static group (as :func:`verify_day` the days)."""
+
+    def read(group: str, name: str, window: Window) -> Any:
+        return cube.read_static([name], window)[name].values
+
+    def repair(source: str) -> str:
+        return "gsm3-ops ingest --source static"
+
+    return _verify(cube.static_manifest(), ("static",), read, "cube statics", repair)
+
+
+def _verify(
+    manifest: dict[str, Any],
+    groups: tuple[str, ...],
+    read: Callable[[str, str, Window], Any],
+    what: str,
+    repair: Callable[[str], str],
+) -> int:
     parts = [
         (entry["group"], entry["source"], part)
-        for entry in cube.manifest(day)["entries"].values()
-        if entry["group"] in DAILY_GROUPS
+        for entry in manifest["entries"].values()
+        if entry["group"] in groups
         for part in entry["parts"]
         if part["status"] == COMPLETE and "window" in part
     ]
@@ -39,18 +69,17 @@ def verify_day(cube: Cube, day: dt.date) -> int:
         for name, expected in part["checksums"].items():
             if _rewritten_later(part, name, [p for g, _, p in parts if g == group]):
                 continue
-            repair = f"repair: gsm3-ops ingest --source {source} --date {day} --force"
             try:
-                values = cube.read(group, [name], day, day, window)[name].values[0]
+                values = read(group, name, window)
             except Exception as exc:  # a chunk that no longer decodes
                 raise CubeDamagedError(
-                    f"cube day {day}: {group}/{name} from {source} cannot be read "
-                    f"({type(exc).__name__}: {exc}); {repair}"
+                    f"{what}: {group}/{name} from {source} cannot be read "
+                    f"({type(exc).__name__}: {exc}); repair: {repair(source)}"
                 ) from None
             if checksum(values) != expected:
                 raise CubeDamagedError(
-                    f"cube day {day}: {group}/{name} from {source} does not match the checksum "
-                    f"recorded when it was written (a lost or altered chunk); {repair}"
+                    f"{what}: {group}/{name} from {source} does not match the checksum recorded "
+                    f"when it was written (a lost or altered chunk); repair: {repair(source)}"
                 )
             checked += 1
     return checked

@@ -22,7 +22,7 @@ import numpy as np
 
 from gsm3_ops import variables
 from gsm3_ops.config import Settings
-from gsm3_ops.cube import Cube, verify_day, written_parts
+from gsm3_ops.cube import Cube, verify_day, verify_static, written_parts
 from gsm3_ops.errors import DayFailedError, Gsm3Error, PublishError
 from gsm3_ops.inference.daily import DayOutput, DayPredictor
 from gsm3_ops.inference.state import StateDamagedError
@@ -143,6 +143,7 @@ def run_day(
             ensure_ranges(dep, cube, plan.ranges, insitu=plan.training)
             doc = cube.manifest(day)
             verify_day(cube, day)  # a lost or altered chunk fails the day, never its product
+            verify_static(cube)
             missing = missing_inputs(dep.required_inputs(), doc)
             if missing and not provisional:
                 reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
