@@ -44,6 +44,9 @@ class SourcesConfig(_Strict):
     ingest_workers: int = Field(2, ge=1)  # days fetched and ingested at once
     fetch_attempts: int = Field(3, ge=1)  # tries of a fetch that fails for a transient reason
     fetch_backoff_s: float = Field(30.0, ge=0)  # first wait; doubles each retry
+    # A fetch's socket read with no data for this long fails the attempt (clients with no
+    # timeout of their own: earthaccess downloads, CMR searches; cdsapi: era5*.timeout_s).
+    fetch_timeout_s: float = Field(300.0, gt=0)
     # A forcing day must have values at this share of the window's land cells (checks.py).
     min_coverage: float = Field(0.9, ge=0, le=1)
 

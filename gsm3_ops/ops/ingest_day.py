@@ -8,15 +8,19 @@ data already in the cube, and every other source and day, stay as they were.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import shutil
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -53,6 +57,7 @@ class Retry:
 
     attempts: int = 3
     backoff_s: float = 30.0
+    timeout_s: float = 300.0  # a socket read with no data for this long fails the attempt
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,31 @@ def fetch_with_retry(source: GriddedSource, day: dt.date, workdir: Path, retry: 
         before_sleep=lambda state: _log_retry(source.name, day, state),
         reraise=True,
     )
-    return retrying(source.fetch, day, workdir)
+    with socket_timeout(retry.timeout_s):
+        return retrying(source.fetch, day, workdir)
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """Inside, a connection opened without a timeout of its own gives up after ``seconds``
+    without data: plain sockets through the process default, and ``requests`` calls made
+    with no ``timeout=`` (earthaccess' downloads, CMR searches), which would otherwise wait
+    forever, through their transport adapter."""
+    before = socket.getdefaulttimeout()
+    send = HTTPAdapter.send
+
+    def bounded(self: HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = seconds
+        return send(self, request, *args, **kwargs)
+
+    socket.setdefaulttimeout(seconds)
+    HTTPAdapter.send = bounded  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        HTTPAdapter.send = send  # type: ignore[method-assign]
+        socket.setdefaulttimeout(before)
 
 
 def _log_retry(name: str, day: dt.date, state: RetryCallState) -> None:
