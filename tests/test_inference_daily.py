@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,3 +222,11 @@ def test_missing_forcing_day_is_an_error_or_filled_and_flagged(world: World) -> 
     on_gap = world.predictor(spinup_days=5, state_name="f2.zarr").predict(GAP)
     assert (on_gap.gap_filled == world.land).all()
     assert np.isfinite(on_gap.mean[world.land]).all()
+
+
+def test_a_cold_start_logs_its_progress_over_the_tiles(world: World, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gsm3_ops.inference.daily")
+    world.predictor(state_name="progress.zarr").predict(dt.date(2020, 2, 10))
+    lines = [r.getMessage() for r in caplog.records if "tiles:" in r.getMessage()]
+    assert lines and lines[-1].startswith("predict 2020-02-10 (cold start), tiles: 3/3 (")
+    assert lines[-1].endswith(", done)")

@@ -24,6 +24,7 @@ from gsm3_ops.errors import InferenceError
 from gsm3_ops.grid import Window, get_grid
 from gsm3_ops.inference.state import StateLayout, StateStore, land_hash
 from gsm3_ops.inference.tile import ONE_DAY, Start, TileResult, TileTask, run_tile
+from gsm3_ops.logs import Progress
 from gsm3_ops.model.bundle import Bundle
 
 log = logging.getLogger(__name__)
@@ -196,10 +197,12 @@ class DayPredictor:
             mean = np.full(shape, np.nan, np.float32)
             sd = np.full(shape, np.nan, np.float32)
             gap_filled = np.zeros(shape, bool)
+            progress = Progress(log, f"predict {day} ({start.kind} start), tiles", len(tasks))
             for r in runner(run_tile, tasks):
                 t = r.tile
                 mean[t.rows, t.cols], sd[t.rows, t.cols] = r.mean, r.sd
                 gap_filled[t.rows, t.cols] = r.gap_filled
+                progress.step()  # a cold start over the globe takes hours: a line a minute
             keys = [t.key for t in tasks]
             for when in sorted(saves):  # the earlier date first: never a later without it
                 self.store.commit(when, saves.pop(when), keys)
