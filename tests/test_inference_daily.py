@@ -22,6 +22,7 @@ from gsm3_ops.grid import M09, Window
 from gsm3_ops.inference.daily import DayPredictor
 from gsm3_ops.inference.engine import Engine
 from gsm3_ops.inference.state import StateError
+from gsm3_ops.inference.tile import Start
 from gsm3_ops.model.bundle import Bundle, BundleSpec, load_bundle, save_bundle
 
 START, END = dt.date(2020, 1, 1), dt.date(2020, 3, 31)
@@ -230,3 +231,25 @@ def test_a_cold_start_logs_its_progress_over_the_tiles(world: World, caplog) -> 
     lines = [r.getMessage() for r in caplog.records if "tiles:" in r.getMessage()]
     assert lines and lines[-1].startswith("predict 2020-02-10 (cold start), tiles: 3/3 (")
     assert lines[-1].endswith(", done)")
+
+
+def test_a_cold_start_for_an_earlier_date_keeps_the_later_chain_recomputable(world: World) -> None:
+    """History backfilled before a chain's cold start must not change how that chain's days
+    recompute: its spun-up root is never pruned, and a cold start never replaces a state."""
+    p = world.predictor(state_name="lineage.zarr", keep_recent_states=2)
+    later = [dt.date(2020, 2, 10) + dt.timedelta(days=i) for i in range(4)]  # Feb 10..13
+    original = {d: p.predict(d).mean for d in later}
+    assert p.store.roots() == [dt.date(2020, 2, 9)]
+    assert p.predict(dt.date(2020, 2, 1)).start.kind == "cold"  # history, before the chain
+    assert p.store.roots() == [dt.date(2020, 1, 31), dt.date(2020, 2, 9)]
+    assert dt.date(2020, 2, 9) in p.store.dates()  # Feb 1 is February's checkpoint now
+    again = p.predict(later[-1])  # recomputed: from Feb 9's chain, as the original
+    assert again.start.base is not None and again.start.base >= dt.date(2020, 2, 9)
+    np.testing.assert_array_equal(again.mean, original[later[-1]])
+    last = later[-1]
+    stored = zarr.open_array(p.store.group(last) / "r00000c00000", mode="r")[...]
+    forced = p.predict(last, Start("cold", last - dt.timedelta(days=19)))
+    assert forced.start.kind == "cold"
+    np.testing.assert_array_equal(
+        zarr.open_array(p.store.group(last) / "r00000c00000", mode="r")[...], stored
+    )  # a cold start left the state the chain goes on from as it was

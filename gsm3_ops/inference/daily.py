@@ -189,7 +189,7 @@ class DayPredictor:
             store = self.store
             saves[day] = store.begin(day)
             if start.kind == "cold":
-                saves[day - ONE_DAY] = store.begin(day - ONE_DAY)
+                saves[day - ONE_DAY] = store.begin(day - ONE_DAY, origin="cold")
         log.info("predicting %s over %s (%s start)", day, self.domain, start.kind)
         try:
             tasks = self.tasks(day, start, saves)
@@ -205,6 +205,8 @@ class DayPredictor:
                 progress.step()  # a cold start over the globe takes hours: a line a minute
             keys = [t.key for t in tasks]
             for when in sorted(saves):  # the earlier date first: never a later without it
+                if start.kind == "cold" and when in self.store.dates():
+                    continue  # a cold start never replaces a state days were computed from
                 self.store.commit(when, saves.pop(when), keys)
         finally:
             for tmp in saves.values():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -220,11 +221,22 @@ class StateStore:
         """The folder of the committed state of ``day``."""
         return self.path / day.isoformat()
 
-    def begin(self, day: dt.date) -> Path:
-        """A fresh temporary group for ``day``'s tiles; :meth:`commit` or :meth:`abort` it."""
+    def begin(self, day: dt.date, origin: str = "step") -> Path:
+        """A fresh temporary group for ``day``'s tiles; :meth:`commit` or :meth:`abort` it.
+        ``origin`` ``cold``: the spun-up state a cold start begins a chain of days from."""
         tmp = self.path / f".tmp-{day.isoformat()}-{uuid.uuid4().hex[:8]}"
-        zarr.open_group(tmp, mode="w", attributes={"date": day.isoformat()})
+        zarr.open_group(tmp, mode="w", attributes={"date": day.isoformat(), "origin": origin})
         return tmp
+
+    def roots(self) -> list[dt.date]:
+        """Dates a cold start spun up: the first state of a chain of published days, which a
+        recomputation of those days must start from, so they are never pruned."""
+        out = []
+        for day in self.dates():
+            meta = json.loads((self.group(day) / "zarr.json").read_text())
+            if meta.get("attributes", {}).get("origin") == "cold":
+                out.append(day)
+        return out
 
     def commit(self, day: dt.date, tmp: Path, keys: Iterable[str]) -> None:
         """Make the temporary group ``tmp`` the state of ``day`` once every tile is in it."""
@@ -263,13 +275,14 @@ class StateStore:
     def prune(
         self, keep_recent: int, every: str = "month", keep_checkpoints: int | None = None
     ) -> list[dt.date]:
-        """Delete states other than the ``keep_recent`` latest and the checkpoints (the latest
-        ``keep_checkpoints`` of them when given); return the deleted dates."""
+        """Delete states other than the ``keep_recent`` latest, the checkpoints (the latest
+        ``keep_checkpoints`` of them when given) and the chains' roots; return the deleted
+        dates."""
         dates = self.dates()
         checkpoints = self.checkpoints(every)
         if keep_checkpoints is not None:
             checkpoints = checkpoints[-keep_checkpoints:]
-        keep = set(dates[-keep_recent:]) | set(checkpoints)
+        keep = set(dates[-keep_recent:]) | set(checkpoints) | set(self.roots())
         gone = [d for d in dates if d not in keep]
         for d in gone:
             shutil.rmtree(self.group(d))
