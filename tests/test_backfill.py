@@ -9,6 +9,7 @@ injected into a real source (ERA5-Land) on a day first taken out of the copied c
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -25,10 +26,11 @@ from typer.testing import CliRunner
 
 from gsm3_ops.cli import app
 from gsm3_ops.config import load_settings
+from gsm3_ops.inference import tile as tile_module
 from gsm3_ops.ops.backfill import backfill
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.models import ensure_bundle
-from gsm3_ops.publish.manifest import manifest_path
+from gsm3_ops.publish.manifest import failure_path, manifest_path
 from gsm3_ops.sources.base import DateNotServedError
 from gsm3_ops.sources.era5 import Era5LandSource
 
@@ -300,3 +302,35 @@ def test_sigterm_ends_a_run_as_interrupted_and_the_next_run_completes(site, tmp_
                           text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(manifest_path(tmp_path / "pub", START).read_text())["status"] == "complete"
+
+
+def test_a_damaged_day_inside_a_replay_is_named_not_stepped_through(site, tmp_path):
+    config = site(tmp_path)
+    span = ["--config", str(config), "--quiet"]
+    assert runner.invoke(app, ["run", "--date", str(START), *span]).exit_code == 0
+    s = load_settings(config)
+    index = (CORRUPT - s.cube.start).days
+    folder = s.data_root / "cube.zarr" / "forcing" / "t2m" / "c" / str(index)
+    next(p for p in sorted(folder.rglob("*")) if p.is_file()).unlink()
+    later = CORRUPT + dt.timedelta(days=1)  # replays CORRUPT from START's state
+    failed = runner.invoke(app, ["run", "--date", str(later), *span])
+    assert failed.exit_code == 1, failed.output
+    assert f"cube day {CORRUPT}: forcing/t2m from era5_land" in failed.stderr
+    assert f"repair: gsm3-ops ingest --source era5_land --date {CORRUPT} --force" in failed.stderr
+
+
+def test_a_full_disk_while_writing_the_state_is_a_recorded_failure(site, tmp_path, monkeypatch):
+    config = site(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tile_module, "write_tile", full)
+    result = runner.invoke(app, ["run", "--date", str(START), "--config", str(config), "--quiet"])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert line.count("\n") == 0 and "No space left on device" in line
+    record = json.loads(failure_path(tmp_path / "pub", START).read_text())
+    assert record["status"] == "failed" and "No space left" in record["error"]
+    state = load_settings(config).data_root / "state.zarr"
+    assert not [p.name for p in state.iterdir() if p.is_dir()]  # no date, no temporary left

@@ -154,3 +154,10 @@ def test_a_damaged_tile_is_found_and_its_date_can_be_moved_aside(tmp_path, damag
     assert aside.name.startswith(".damaged-2021-01-05-") and store.dates() == [early]
     assert store.latest_on_or_before(late) == early  # the next run recomputes from here
     np.testing.assert_array_equal(store.load(early, "r00000c00000", 3)[0], _state(1)[0])
+
+
+def test_an_unreadable_store_is_refused_naming_the_repair(tmp_path) -> None:
+    StateStore(tmp_path / "s.zarr", _layout())
+    (tmp_path / "s.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
+    with pytest.raises(StateError, match=r"s\.zarr cannot be read .*move it away"):
+        StateStore(tmp_path / "s.zarr", _layout())

@@ -190,7 +190,13 @@ class StateStore:
         self.path, self.layout = Path(path), layout
         wanted = {"state_format": STATE_FORMAT, **_jsonable(layout)}
         if (self.path / "zarr.json").exists():
-            have = dict(zarr.open_group(self.path, mode="r").attrs)
+            try:
+                have = dict(zarr.open_group(self.path, mode="r").attrs)
+            except Exception as exc:  # a truncated or edited zarr.json
+                raise StateError(
+                    f"state store {self.path} cannot be read ({type(exc).__name__}: {exc}); "
+                    "move it away (the next run spins a new one up)"
+                ) from None
             diffs = [
                 f"{k} {have.get(k)!r} (this run: {v!r})"
                 for k, v in wanted.items()

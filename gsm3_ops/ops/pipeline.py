@@ -142,7 +142,8 @@ def run_day(
             plan = plan_day(dep, cube, day)
             ensure_ranges(dep, cube, plan.ranges, insitu=plan.training)
             doc = cube.manifest(day)
-            verify_day(cube, day)  # a lost or altered chunk fails the day, never its product
+            for d in _days_to_verify(plan, day):  # damage fails the day naming it, never
+                verify_day(cube, d)  # publishes from wrong inputs
             verify_static(cube)
             missing = missing_inputs(dep.required_inputs(), doc)
             if missing and not provisional:
@@ -171,6 +172,17 @@ def _published_from_cube(dep: Deployment, cube: Cube, day: dt.date) -> bool:
     """Whether ``day`` is published, not provisional, from the inputs the cube now holds."""
     record = DayManifest.load(dep.settings.publish_root, day)
     return record is not None and record.published_from(input_versions(cube.manifest(day)))
+
+
+def _days_to_verify(plan: DayPlan, day: dt.date) -> list[dt.date]:
+    """The input days checked against their checksums before a run: the days a stored or
+    replayed start steps through (at most a checkpoint period), else the day itself (a
+    cold start's year is not re-read for this)."""
+    start = plan.start
+    if start is None or start.kind not in ("stored", "replay"):
+        return [day]
+    n = (day - start.first_input).days + 1
+    return [start.first_input + dt.timedelta(days=i) for i in range(n)]
 
 
 def plan_day(dep: Deployment, cube: Cube, day: dt.date) -> DayPlan:
