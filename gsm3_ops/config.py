@@ -245,6 +245,9 @@ class ScheduleConfig(_Strict):
     cron: str = "30 7 * * *"
     timezone: str = "UTC"
     misfire_grace_s: int = Field(6 * 3600, gt=0)  # a job late by less than this still runs
+    # A day's run stops (recorded as failed) when it holds the run lock longer than this;
+    # None: no limit. Applies to run and backfill from the command line (main thread).
+    run_deadline_s: int | None = Field(6 * 3600, gt=0)
 
     @field_validator("cron")
     @classmethod

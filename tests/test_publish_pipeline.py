@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import time
 import urllib.request
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from gsm3_ops.inference.daily import DayOutput
 from gsm3_ops.inference.tile import Start
 from gsm3_ops.ops import pipeline
 from gsm3_ops.ops.deployment import Deployment
+from gsm3_ops.ops.lock import run_lock
 from gsm3_ops.ops.status import last_run_path, status_report
 from gsm3_ops.publish import day as day_module
 from gsm3_ops.publish.cog import validate_cog
@@ -237,3 +239,27 @@ def test_a_time_series_copy_out_of_step_shows_in_status_and_the_next_run_rebuild
     whole = xr.open_zarr(root / "gsm3.zarr").soil_moisture.load()
     np.testing.assert_array_equal(series.values, whole.values)
     assert series.sel(time=str(later)).notnull().any()
+
+
+def test_a_run_past_its_deadline_fails_recorded_and_lets_go_of_the_lock(
+    deployment, no_model, monkeypatch
+) -> None:
+    dep = deployment
+    schedule = dep.settings.schedule.model_copy(update={"run_deadline_s": 1})
+    bounded = Deployment(dep.settings.model_copy(update={"schedule": schedule}))
+    day = DAY + dt.timedelta(days=3)
+
+    def hung(*args, **kwargs):  # an input or store that never answers
+        time.sleep(30)
+
+    monkeypatch.setattr(pipeline, "_predict", hung)
+    t0 = time.monotonic()
+    with pytest.raises(pipeline.DayFailedError, match="run deadline of 1 s"):
+        pipeline.run_day(bounded, day, progress=False)
+    assert time.monotonic() - t0 < 10
+    assert (
+        "run deadline"
+        in json.loads(failure_path(dep.settings.publish_root, day).read_text())["error"]
+    )
+    with run_lock(dep.settings.data_root, wait=False):  # released: the next run can start
+        pass

@@ -30,6 +30,7 @@ from gsm3_ops.inference.tile import Start
 from gsm3_ops.logs import log_context
 from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.ops.cluster import tile_runner
+from gsm3_ops.ops.deadline import DeadlineExceeded, deadline
 from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.ops.ingest import ensure_ranges
 from gsm3_ops.ops.inputs import input_versions, missing_inputs
@@ -129,43 +130,60 @@ def run_day(
     """
     t0 = time.perf_counter()
     s = dep.settings
-    with log_context(day=day.isoformat()), run_lock(s.data_root):
-        cube = dep.open_cube()
-        finish_uploads(s)  # an upload a killed run left comes before anything new
-        if not force and _published_from_cube(dep, cube, day):
-            log.info("%s is already published from the same inputs: skipped", day)
-            return RunResult(
-                day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
-                manifest_path(s.publish_root, day), time.perf_counter() - t0, skipped=True,
-            )  # fmt: skip
-        try:
-            plan = plan_day(dep, cube, day)
-            ensure_ranges(dep, cube, plan.ranges, insitu=plan.training)
-            doc = cube.manifest(day)
-            for d in _days_to_verify(plan, day):  # damage fails the day naming it, never
-                verify_day(cube, d)  # publishes from wrong inputs
-            verify_static(cube)
-            missing = missing_inputs(dep.required_inputs(), doc)
-            if missing and not provisional:
-                reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
-                raise DayFailedError(f"{day}: required inputs missing ({reasons})")
-            bundle, output = _predict(dep, cube, plan, day, progress)
-            _publish(dep, cube, doc, bundle, day, output, missing)
-        except Gsm3Error as exc:
-            _record_failure(s.publish_root, day, exc)
-            if isinstance(exc, PublishError):
-                raise DayFailedError(str(exc)) from exc
-            raise
-        except Exception as exc:  # a store, disk or library failure no stage named: recorded
-            log.debug("%s failed", day, exc_info=True)
-            failed = DayFailedError(f"{day}: {type(exc).__name__}: {exc}")
-            _record_failure(s.publish_root, day, failed)
-            raise failed from exc
-        failure_path(s.publish_root, day).unlink(missing_ok=True)
+    limit = s.schedule.run_deadline_s
+    try:
+        with log_context(day=day.isoformat()), run_lock(s.data_root), deadline(limit):
+            cube = dep.open_cube()
+            finish_uploads(s)  # an upload a killed run left comes before anything new
+            if not force and _published_from_cube(dep, cube, day):
+                log.info("%s is already published from the same inputs: skipped", day)
+                return RunResult(
+                    day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
+                    manifest_path(s.publish_root, day), time.perf_counter() - t0, skipped=True,
+                )  # fmt: skip
+            try:
+                missing = _produce(dep, cube, day, progress, provisional)
+            except Gsm3Error as exc:
+                _record_failure(s.publish_root, day, exc)
+                if isinstance(exc, PublishError):
+                    raise DayFailedError(str(exc)) from exc
+                raise
+            except Exception as exc:  # a store, disk or library failure no stage named
+                log.debug("%s failed", day, exc_info=True)
+                failed = DayFailedError(f"{day}: {type(exc).__name__}: {exc}")
+                _record_failure(s.publish_root, day, failed)
+                raise failed from exc
+            failure_path(s.publish_root, day).unlink(missing_ok=True)
+    except DeadlineExceeded:  # the lock is released; the next run can start
+        failed = DayFailedError(
+            f"{day}: stopped after the run deadline of {limit} s (schedule.run_deadline_s)"
+        )
+        _record_failure(s.publish_root, day, failed)
+        raise failed from None
     return RunResult(
         day, cog_path(s.publish_root, day.isoformat()), product_path(s.publish_root),
         manifest_path(s.publish_root, day), time.perf_counter() - t0, provisional=bool(missing),
     )  # fmt: skip
+
+
+def _produce(
+    dep: Deployment, cube: Cube, day: dt.date, progress: bool, provisional: bool
+) -> dict[str, str]:
+    """Ingest what the day needs, check its inputs, predict and publish it; return the
+    required inputs that were missing (filled: a provisional day)."""
+    plan = plan_day(dep, cube, day)
+    ensure_ranges(dep, cube, plan.ranges, insitu=plan.training)
+    doc = cube.manifest(day)
+    for d in _days_to_verify(plan, day):  # damage fails the day naming it: never a day
+        verify_day(cube, d)  # published from wrong inputs
+    verify_static(cube)
+    missing = missing_inputs(dep.required_inputs(), doc)
+    if missing and not provisional:
+        reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
+        raise DayFailedError(f"{day}: required inputs missing ({reasons})")
+    bundle, output = _predict(dep, cube, plan, day, progress)
+    _publish(dep, cube, doc, bundle, day, output, missing)
+    return missing
 
 
 def _published_from_cube(dep: Deployment, cube: Cube, day: dt.date) -> bool:
