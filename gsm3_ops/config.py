@@ -47,6 +47,9 @@ class SourcesConfig(_Strict):
     # A fetch's socket read with no data for this long fails the attempt (clients with no
     # timeout of their own: earthaccess downloads, CMR searches; cdsapi: era5*.timeout_s).
     fetch_timeout_s: float = Field(300.0, gt=0)
+    # A fetch (every attempt, and a provider's queue: an accepted CDS request waits there) is
+    # abandoned after this long; None: no limit. Bounds command-line ingests and runs.
+    fetch_deadline_s: float | None = Field(3 * 3600.0, gt=0)
     # A forcing day must have values at this share of the window's land cells (checks.py).
     min_coverage: float = Field(0.9, ge=0, le=1)
 

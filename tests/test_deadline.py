@@ -38,3 +38,12 @@ def test_off_the_main_thread_nothing_is_interrupted() -> None:
     worker.start()
     worker.join()
     assert done == [True]
+
+
+def test_nested_deadlines_each_raise_their_own() -> None:
+    with pytest.raises(DeadlineExceeded) as info, deadline(0.3) as outer, deadline(30) as inner:
+        time.sleep(5)
+    assert info.value.owner is outer and info.value.owner is not inner
+    with pytest.raises(DeadlineExceeded) as info, deadline(30) as outer, deadline(0.3) as inner:
+        time.sleep(5)
+    assert info.value.owner is inner

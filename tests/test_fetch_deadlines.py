@@ -12,6 +12,7 @@ import time
 import pytest
 import requests
 
+from gsm3_ops.ops.deadline import deadline
 from gsm3_ops.ops.ingest_day import Retry, fetch_with_retry
 from gsm3_ops.sources import era5
 from gsm3_ops.sources.base import SourceError
@@ -69,3 +70,19 @@ def test_a_download_client_without_timeouts_is_bounded_by_fetch_timeout(tmp_path
         elapsed = time.monotonic() - t0
     assert elapsed < 10 and hole.accepted == 2, (elapsed, hole.accepted)
     assert socket.getdefaulttimeout() is None  # the process default is left as it was
+
+
+def test_a_fetch_is_abandoned_at_its_deadline_whatever_its_timeouts(tmp_path, monkeypatch) -> None:
+    """A provider that keeps the request waiting (the CDS queue) under long timeouts: the
+    fetch deadline ends it, and an enclosing run's deadline is left to its own."""
+    with BlackHole() as hole:
+        monkeypatch.setenv("CDSAPI_URL", hole.url + "/api")
+        monkeypatch.setenv("CDSAPI_KEY", "12345:fake-legacy-key")
+        source = era5.Era5Source(era5.Era5Options(timeout_s=60))
+        t0 = time.monotonic()
+        retry = Retry(attempts=3, backoff_s=0.05, timeout_s=60, deadline_s=0.5)
+        expected = r"abandoned after 0\.5 s \(sources\.fetch_deadline_s\)"
+        # The run's deadline, longer, encloses it: it neither fires nor confuses the fetch's.
+        with pytest.raises(SourceError, match=expected), deadline(30):
+            fetch_with_retry(source, DAY, tmp_path, retry)
+        assert time.monotonic() - t0 < 5

@@ -181,7 +181,8 @@ def ingest_options(
     """The deployment's ingest options (raw folder, retries), reading ``from_dir`` if given."""
     cfg = dep.settings.sources
     return IngestOptions(dep.raw_dir, from_dir, force, cfg.keep_raw,
-                         Retry(cfg.fetch_attempts, cfg.fetch_backoff_s, cfg.fetch_timeout_s),
+                         Retry(cfg.fetch_attempts, cfg.fetch_backoff_s, cfg.fetch_timeout_s,
+                               cfg.fetch_deadline_s),
                          cfg.min_coverage)  # fmt: skip
 
 

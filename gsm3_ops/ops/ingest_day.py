@@ -32,6 +32,7 @@ from tenacity import (
 from gsm3_ops.cube import COMPLETE, Cube, CubeError
 from gsm3_ops.grid import EaseGrid, Window
 from gsm3_ops.logs import log_context
+from gsm3_ops.ops.deadline import DeadlineExceeded, deadline
 from gsm3_ops.secrets import redact
 from gsm3_ops.sources.base import (
     CorruptFileError,
@@ -58,6 +59,7 @@ class Retry:
     attempts: int = 3
     backoff_s: float = 30.0
     timeout_s: float = 300.0  # a socket read with no data for this long fails the attempt
+    deadline_s: float | None = 3 * 3600.0  # the whole fetch, all attempts and queue waits
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,17 @@ def fetch_with_retry(source: GriddedSource, day: dt.date, workdir: Path, retry: 
         before_sleep=lambda state: _log_retry(source.name, day, state),
         reraise=True,
     )
-    with socket_timeout(retry.timeout_s):
-        return retrying(source.fetch, day, workdir)
+    mine = None
+    try:
+        with socket_timeout(retry.timeout_s), deadline(retry.deadline_s) as mine:
+            return retrying(source.fetch, day, workdir)
+    except DeadlineExceeded as exc:
+        if exc.owner is not mine:
+            raise  # an enclosing deadline (the run's): not this fetch's to report
+        raise SourceError(
+            f"{source.name} {day}: the fetch was abandoned after {retry.deadline_s} s "
+            "(sources.fetch_deadline_s)"
+        ) from None
 
 
 @contextlib.contextmanager

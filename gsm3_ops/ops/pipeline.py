@@ -131,8 +131,9 @@ def run_day(
     t0 = time.perf_counter()
     s = dep.settings
     limit = s.schedule.run_deadline_s
+    mine = None
     try:
-        with log_context(day=day.isoformat()), run_lock(s.data_root), deadline(limit):
+        with log_context(day=day.isoformat()), run_lock(s.data_root), deadline(limit) as mine:
             cube = dep.open_cube()
             finish_uploads(s)  # an upload a killed run left comes before anything new
             if not force and _published_from_cube(dep, cube, day):
@@ -154,7 +155,9 @@ def run_day(
                 _record_failure(s.publish_root, day, failed)
                 raise failed from exc
             failure_path(s.publish_root, day).unlink(missing_ok=True)
-    except DeadlineExceeded:  # the lock is released; the next run can start
+    except DeadlineExceeded as exc:  # the lock is released; the next run can start
+        if exc.owner is not mine:
+            raise
         failed = DayFailedError(
             f"{day}: stopped after the run deadline of {limit} s (schedule.run_deadline_s)"
         )
