@@ -78,6 +78,15 @@ def _cli(config: Path, *args: str) -> list[str]:
     return [str(exe), *args, "--config", str(config), "--quiet"]
 
 
+def _run(config: Path, day: dt.date):
+    """``gsm3-ops run --date day`` in this process, quiet."""
+    return runner.invoke(app, ["run", "--date", str(day), "--config", str(config), "--quiet"])
+
+
+def _published(tmp_path: Path, day: dt.date) -> bool:
+    return json.loads(manifest_path(tmp_path / "pub", day).read_text())["status"] == "complete"
+
+
 def _cogs(pub: Path) -> dict[str, bytes]:
     return {str(p.relative_to(pub)): p.read_bytes() for p in sorted(pub.rglob("*.tif"))}
 
@@ -249,7 +258,7 @@ def test_a_damaged_cube_day_fails_named_and_one_command_repairs_it(site, tmp_pat
     else:
         chunks[0].write_bytes(chunks[0].read_bytes()[:7])
     span = ["--config", str(config), "--quiet"]
-    failed = runner.invoke(app, ["run", "--date", str(CORRUPT), *span])
+    failed = _run(config, CORRUPT)
     assert failed.exit_code == 1, failed.output
     line = failed.stderr.strip()
     assert line.count("\n") == 0 and f"cube day {CORRUPT}: forcing/t2m from era5_land" in line
@@ -261,29 +270,28 @@ def test_a_damaged_cube_day_fails_named_and_one_command_repairs_it(site, tmp_pat
     assert report["days"][0]["status"] == "failed"
     fixed = runner.invoke(app, [*repair.split()[1:], *span])
     assert fixed.exit_code == 0, fixed.output
-    again = runner.invoke(app, ["run", "--date", str(CORRUPT), *span])
+    again = _run(config, CORRUPT)
     assert again.exit_code == 0, again.output
-    assert json.loads(manifest_path(tmp_path / "pub", CORRUPT).read_text())["status"] == "complete"
+    assert _published(tmp_path, CORRUPT)
 
 
 def test_a_damaged_state_is_moved_aside_and_the_rerun_recomputes(site, tmp_path):
     config = site(tmp_path)
-    span = ["--config", str(config), "--quiet"]
-    assert runner.invoke(app, ["run", "--date", str(START), *span]).exit_code == 0
+    assert _run(config, START).exit_code == 0
     state = load_settings(config).data_root / "state.zarr" / str(START)
     chunk = sorted(p for p in state.rglob("*") if p.is_file() and "c" in p.parts[-5:-1])[0]
     chunk.unlink()  # read back as zeros, it would have carried a wrong state on
     day = START + dt.timedelta(days=1)
-    failed = runner.invoke(app, ["run", "--date", str(day), *span])
+    failed = _run(config, day)
     assert failed.exit_code == 1, failed.output
     line = failed.stderr.strip()
     assert line.count("\n") == 0 and f"state {START} tile" in line and "moved aside" in line
     assert line.endswith(f"repair: gsm3-ops run --date {day} (recomputes from the state "
                          "before it, or a cold start)")  # fmt: skip
     assert not state.exists()
-    again = runner.invoke(app, ["run", "--date", str(day), *span])
+    again = _run(config, day)
     assert again.exit_code == 0, again.output
-    assert json.loads(manifest_path(tmp_path / "pub", day).read_text())["status"] == "complete"
+    assert _published(tmp_path, day)
 
 
 def test_sigterm_ends_a_run_as_interrupted_and_the_next_run_completes(site, tmp_path):
@@ -301,19 +309,18 @@ def test_sigterm_ends_a_run_as_interrupted_and_the_next_run_completes(site, tmp_
     done = subprocess.run(_cli(config, "run", "--date", str(START)), capture_output=True,
                           text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(manifest_path(tmp_path / "pub", START).read_text())["status"] == "complete"
+    assert _published(tmp_path, START)
 
 
 def test_a_damaged_day_inside_a_replay_is_named_not_stepped_through(site, tmp_path):
     config = site(tmp_path)
-    span = ["--config", str(config), "--quiet"]
-    assert runner.invoke(app, ["run", "--date", str(START), *span]).exit_code == 0
+    assert _run(config, START).exit_code == 0
     s = load_settings(config)
     index = (CORRUPT - s.cube.start).days
     folder = s.data_root / "cube.zarr" / "forcing" / "t2m" / "c" / str(index)
     next(p for p in sorted(folder.rglob("*")) if p.is_file()).unlink()
     later = CORRUPT + dt.timedelta(days=1)  # replays CORRUPT from START's state
-    failed = runner.invoke(app, ["run", "--date", str(later), *span])
+    failed = _run(config, later)
     assert failed.exit_code == 1, failed.output
     assert f"cube day {CORRUPT}: forcing/t2m from era5_land" in failed.stderr
     assert f"repair: gsm3-ops ingest --source era5_land --date {CORRUPT} --force" in failed.stderr
