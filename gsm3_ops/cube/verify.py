@@ -63,11 +63,12 @@ def _verify(
         for part in entry["parts"]
         if part["status"] == COMPLETE and "window" in part
     ]
+    by_group = {g: [p for h, _, p in parts if h == g] for g, _, _ in parts}
     checked = 0
     for group, source, part in parts:
         window = Window(**part["window"])
         for name, expected in part["checksums"].items():
-            if _rewritten_later(part, name, [p for g, _, p in parts if g == group]):
+            if _rewritten_later(part, name, by_group[group]):
                 continue
             try:
                 values = read(group, name, window)

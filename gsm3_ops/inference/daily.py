@@ -205,7 +205,7 @@ class DayPredictor:
                 progress.step()  # a cold start over the globe takes hours: a line a minute
             keys = [t.key for t in tasks]
             for when in sorted(saves):  # the earlier date first: never a later without it
-                if start.kind == "cold" and when in self.store.dates():
+                if start.kind == "cold" and self.store.group(when).exists():
                     continue  # a cold start never replaces a state days were computed from
                 self.store.commit(when, saves.pop(when), keys)
         finally:

@@ -100,7 +100,7 @@ def run(
     except Gsm3Error as exc:
         record_last_run(settings.publish_root, command, "failed", day=str(day), error=str(exc))
         raise
-    except BaseException as exc:  # SIGTERM (as SystemExit), Ctrl-C: the run did not finish
+    except BaseException as exc:  # Ctrl-C, or SIGTERM (raised as Ctrl-C by the CLI): unfinished
         record_last_run(settings.publish_root, command, "interrupted", day=str(day),
                         error=type(exc).__name__)  # fmt: skip
         raise

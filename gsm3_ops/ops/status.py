@@ -20,6 +20,7 @@ from gsm3_ops.ops.deployment import Deployment
 from gsm3_ops.publish.manifest import DayManifest
 from gsm3_ops.publish.product import product_path, time_span
 from gsm3_ops.publish.timeseries import timeseries_path
+from gsm3_ops.publish.zarr2 import CONSOLIDATED
 
 COMPLETE, PROVISIONAL, FAILED, MISSING = "complete", "provisional", "failed", "missing"
 
@@ -106,7 +107,7 @@ def timeseries_lag(publish_root: Path) -> int | None:
     """Days the time-series copy's last day trails the product's (0: in step); None when
     either store is absent. A later run rebuilds a copy that is out of step."""
     product, copy = product_path(publish_root), timeseries_path(publish_root)
-    if not (product / ".zmetadata").exists() or not (copy / ".zmetadata").exists():
+    if not (product / CONSOLIDATED).exists() or not (copy / CONSOLIDATED).exists():
         return None
     (first, n), (copy_first, copy_n) = time_span(product), time_span(copy)
     if first is None:
