@@ -99,6 +99,25 @@ class CubeConfig(_Strict):
     end: dt.date = dt.date(2035, 12, 31)
 
 
+class DIConfig(_Strict):
+    """Data integration (``gsm3_ops/di.py``, docs/model.md): the model also takes the latest
+    SMAP retrieval available at run time. Off by default (the paper's model is open loop)."""
+
+    # Days after which a day's SMAP retrieval is in the cube, and how much later it may come:
+    # training draws each window's lag from latency_days..latency_days + late_days, and a
+    # run absorbs the retrievals of day - latency_days - late_days .. day - latency_days.
+    latency_days: int = Field(2, ge=1)
+    late_days: int = Field(2, ge=0)
+    # A retrieval older than this counts as none (the model runs open loop there, flagged).
+    max_age_days: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _age_covers_latency(self) -> DIConfig:
+        if self.max_age_days < self.latency_days + self.late_days:
+            raise ValueError("max_age_days must be at least latency_days + late_days")
+        return self
+
+
 class ModelConfig(_Strict):
     """The network; defaults are the GSM3 paper's."""
 
@@ -113,6 +132,8 @@ class ModelConfig(_Strict):
     # RMSE(y, SMAP) + RMSE(y, in situ)); "separate": one output head per target (the earlier
     # design), the product read from product_target's head. See docs/model.md.
     heads: Literal["shared", "separate"] = "shared"
+    # Data integration: None (the paper's open-loop model) or its settings.
+    di: DIConfig | None = None
     # A trained bundle to serve (`gsm3-ops train --out DIR`); none: `run` trains one for this
     # configuration on first use and caches it under <data_root>/models.
     bundle: Path | None = None

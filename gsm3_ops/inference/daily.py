@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +40,17 @@ def in_process(fn: Callable[[TileTask], TileResult], tasks: Sequence[TileTask]) 
 @dataclass
 class DayOutput:
     """A day's ensemble mean and spread (m3/m3, NaN off land) over the domain, where a
-    forcing was missing and filled, and how the state before the day was obtained."""
+    forcing was missing and filled, and how the state before the day was obtained. A DI
+    bundle's day also says which retrieval days it absorbed and where no retrieval within
+    the maximum age was there (the model ran open loop)."""
 
     mean: np.ndarray
     sd: np.ndarray
     gap_filled: np.ndarray
     start: Start
     tiles: int
+    absorbed: tuple[dt.date, ...] = ()
+    no_retrieval: np.ndarray | None = None
 
 
 class DayPredictor:
@@ -151,7 +155,52 @@ class DayPredictor:
 
     # ----------------------------------------------------------------- run
 
-    def tasks(self, day: dt.date, start: Start, saves: dict[dt.date, Path]) -> list[TileTask]:
+    def absorption(
+        self, day: dt.date, start: Start, recorded: Mapping[dt.date, Sequence[dt.date]]
+    ) -> dict[dt.date, tuple[dt.date, ...]]:
+        """A DI bundle's retrieval days for each day it steps through up to ``day``: those
+        ``recorded`` for a day that ran before (so a recomputation absorbs what the original
+        did, whatever arrived since), else the ones the cube holds now."""
+        if self.bundle.spec.di_spec is None or start.kind == "window":
+            return {}
+        first = start.base + ONE_DAY if start.base is not None else day
+        days = [first + dt.timedelta(days=i) for i in range((day - first).days + 1)]
+        return {
+            d: tuple(sorted(recorded[d])) if d in recorded else self.retrievals_for(d) for d in days
+        }
+
+    def pass_retrievals(self, day: dt.date, start: Start) -> frozenset[dt.date]:
+        """The days a DI bundle's pass (cold start, window mode) may absorb: those the cube
+        holds a complete write of the target for, back to the maximum age before the pass."""
+        di = self.bundle.spec.di_spec
+        if di is None or start.kind not in ("cold", "window"):
+            return frozenset()
+        first = max(start.first_input - dt.timedelta(days=di.max_age + di.latency[1]),
+                    self.cube.start)  # fmt: skip
+        days = (first + dt.timedelta(days=i) for i in range((day - first).days + 1))
+        return frozenset(d for d in days if _has(self.cube.manifest(d), di.target))
+
+    def retrievals_for(self, day: dt.date) -> tuple[dt.date, ...]:
+        """The retrieval days a DI bundle's ``day`` would absorb from what the cube holds:
+        ``day - latency_high .. day - latency_low`` with a complete write of the target."""
+        di = self.bundle.spec.di_spec
+        if di is None:
+            return ()
+        lo, hi = di.latency
+        wanted = [day - dt.timedelta(days=k) for k in range(hi, lo - 1, -1)]
+        return tuple(
+            w for w in wanted
+            if self.cube.start <= w <= self.cube.end and _has(self.cube.manifest(w), di.target)
+        )  # fmt: skip
+
+    def tasks(
+        self,
+        day: dt.date,
+        start: Start,
+        saves: dict[dt.date, Path],
+        absorb: Mapping[dt.date, tuple[dt.date, ...]] | None = None,
+        retrieved: frozenset[dt.date] = frozenset(),
+    ) -> list[TileTask]:
         """One task per tile with land."""
         grid = get_grid(self.cube.grid.name)
         d = self.domain
@@ -173,16 +222,25 @@ class DayPredictor:
                     cfg=self.cfg,
                     state_path=None if start.kind == "window" else str(self.state_path),
                     save=tuple((k, str(v)) for k, v in saves.items()),
+                    absorb=tuple(sorted((absorb or {}).items())),
+                    retrieved=retrieved,
                 )
             )
         return out
 
     def predict(
-        self, day: dt.date, start: Start | None = None, runner: Runner = in_process
+        self,
+        day: dt.date,
+        start: Start | None = None,
+        runner: Runner = in_process,
+        recorded: Mapping[dt.date, Sequence[dt.date]] | None = None,
     ) -> DayOutput:
         """Predict ``day`` over the domain; in step mode also store its state (and, on a cold
-        start, the spun-up state of the day before) and prune old states."""
+        start, the spun-up state of the day before) and prune old states. ``recorded``: the
+        retrieval days a DI bundle's earlier runs absorbed (see :meth:`absorption`)."""
         start = start or self.plan(day)
+        absorb = self.absorption(day, start, recorded or {})
+        retrieved = self.pass_retrievals(day, start)
         self.check_inputs(start.first_input, day)
         saves: dict[dt.date, Path] = {}
         if start.kind != "window":
@@ -192,16 +250,19 @@ class DayPredictor:
                 saves[day - ONE_DAY] = store.begin(day - ONE_DAY, origin="cold")
         log.info("predicting %s over %s (%s start)", day, self.domain, start.kind)
         try:
-            tasks = self.tasks(day, start, saves)
+            tasks = self.tasks(day, start, saves, absorb, retrieved)
             shape = self.domain.shape
             mean = np.full(shape, np.nan, np.float32)
             sd = np.full(shape, np.nan, np.float32)
             gap_filled = np.zeros(shape, bool)
+            no_retrieval = np.zeros(shape, bool) if self.bundle.spec.di else None
             progress = Progress(log, f"predict {day} ({start.kind} start), tiles", len(tasks))
             for r in runner(run_tile, tasks):
                 t = r.tile
                 mean[t.rows, t.cols], sd[t.rows, t.cols] = r.mean, r.sd
                 gap_filled[t.rows, t.cols] = r.gap_filled
+                if no_retrieval is not None and r.no_retrieval is not None:
+                    no_retrieval[t.rows, t.cols] = r.no_retrieval
                 progress.step()  # a cold start over the globe takes hours: a line a minute
             keys = [t.key for t in tasks]
             for when in sorted(saves):  # the earlier date first: never a later without it
@@ -214,11 +275,20 @@ class DayPredictor:
         if start.kind != "window":
             c = self.cfg
             self.store.prune(c.keep_recent_states, c.checkpoint_every, c.keep_checkpoints)
-        return DayOutput(mean, sd, gap_filled, start, len(tasks))
+        absorbed = absorb.get(day, ())
+        if start.kind == "window" and (di := self.bundle.spec.di_spec) is not None:
+            last = day - dt.timedelta(days=di.latency[0])  # a pass absorbs day - latency
+            absorbed = tuple(d for d in self.retrievals_for(day) if d == last)
+        return DayOutput(mean, sd, gap_filled, start, len(tasks), absorbed, no_retrieval)
+
+
+def _has(manifest: dict, group: str) -> bool:
+    """Whether a day's cube manifest has a complete write into ``group``."""
+    entries = manifest.get("entries") or {}
+    return any(
+        key.startswith(f"{group}/") and e.get("status") == "complete" for key, e in entries.items()
+    )
 
 
 def _has_forcing(manifest: dict) -> bool:
-    entries = manifest.get("entries") or {}
-    return any(
-        key.startswith("forcing/") and e.get("status") == "complete" for key, e in entries.items()
-    )
+    return _has(manifest, "forcing")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import zarr
 
+from gsm3_ops.di import NO_DAY, DIState
 from gsm3_ops.errors import InputError
 
 STATE_FORMAT = 2
@@ -181,6 +182,47 @@ def read_tile(group: Path, key: str, n_cells: int) -> States:
             "(a lost or altered chunk)", day
         )  # fmt: skip
     return data[0], data[1]
+
+
+def di_key(key: str) -> str:
+    """The array beside tile ``key`` holding a DI bundle's absorbed retrievals."""
+    return f"{key}_di"
+
+
+def write_di_tile(group: Path, key: str, state: DIState) -> None:
+    """Write one tile's DI state (the last absorbed retrieval and its day ordinal per cell)
+    beside its h and c: one (2, cells) float64 array, NaN where none, with its CRC-32."""
+    data = np.stack([state.value.astype(np.float64), np.where(state.day == NO_DAY, np.nan,
+                                                              state.day)])  # fmt: skip
+    arr = zarr.create_array(
+        zarr.storage.LocalStore(group), name=di_key(key), shape=data.shape, chunks=data.shape,
+        dtype="float64", fill_value=np.nan, dimension_names=("field", "cell"), overwrite=True,
+    )  # fmt: skip
+    arr[...] = data
+    arr.attrs["crc32"] = zlib.crc32(data.tobytes())
+
+
+def read_di_tile(group: Path, key: str, n_cells: int) -> DIState:
+    """One tile's DI state from the date group at ``group`` (see :func:`write_di_tile`)."""
+    day = dt.date.fromisoformat(group.name) if _DATE.match(group.name) else None
+    try:
+        arr = zarr.open_array(
+            zarr.storage.LocalStore(group, read_only=True), path=di_key(key), mode="r"
+        )
+        data = arr[...]
+    except FileNotFoundError:
+        raise StateError(f"state {group.name} has no DI tile {di_key(key)}") from None
+    except Exception as exc:  # a truncated chunk no longer decodes
+        raise StateDamagedError(
+            f"state {group.name} DI tile {di_key(key)} cannot be read ({type(exc).__name__})",
+            day,
+        ) from None
+    if data.shape != (2, n_cells) or zlib.crc32(data.tobytes()) != arr.attrs.get("crc32"):
+        raise StateDamagedError(
+            f"state {group.name} DI tile {di_key(key)} does not match what was written", day
+        )
+    days = np.where(np.isnan(data[1]), NO_DAY, np.nan_to_num(data[1])).astype(np.int64)
+    return DIState(data[0].astype(np.float32), days)
 
 
 class StateStore:

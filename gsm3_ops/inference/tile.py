@@ -13,6 +13,11 @@ How the state before ``day`` is obtained (a :class:`Start`):
   so a recomputed day equals the original.
 - ``cold``: the ``spinup_days - 1`` days before ``day`` run from a zero state in one pass
   (the window-mode computation), then ``day`` is one step.
+
+A DI bundle (``gsm3_ops.di``) also carries, per cell, the last SMAP retrieval it absorbed.
+Each step absorbs the retrieval days the task lists for it (``TileTask.absorb``: what the
+cube held when the day first ran, as the day's record says, so a replay absorbs the same);
+a pass absorbs, each day, the retrieval ``latency`` days old, from what the cube holds.
 """
 
 from __future__ import annotations
@@ -26,10 +31,18 @@ import numpy as np
 
 from gsm3_ops.config import InferenceConfig
 from gsm3_ops.cube import Cube
-from gsm3_ops.features import assemble_inputs, missing_input_mask
+from gsm3_ops.di import DIState, absorb, state_features
+from gsm3_ops.features import assemble_inputs, missing_input_mask, normalise
 from gsm3_ops.grid import Window
 from gsm3_ops.inference.engine import Engine, States
-from gsm3_ops.inference.state import read_tile, stored_dtype, tile_key, write_tile
+from gsm3_ops.inference.state import (
+    read_di_tile,
+    read_tile,
+    stored_dtype,
+    tile_key,
+    write_di_tile,
+    write_tile,
+)
 from gsm3_ops.model.bundle import load_bundle
 from gsm3_ops.model.device import pick_device
 
@@ -59,6 +72,14 @@ class TileTask:
     cfg: InferenceConfig
     state_path: str | None = None  # the store (step mode)
     save: tuple[tuple[dt.date, str], ...] = ()  # (date, temporary group) to write states to
+    # DI bundles: the SMAP retrieval days each stepped day absorbs, ascending; and the days
+    # a pass (cold start, window mode) may absorb: those with a complete write in the cube.
+    absorb: tuple[tuple[dt.date, tuple[dt.date, ...]], ...] = ()
+    retrieved: frozenset[dt.date] = frozenset()
+
+    def absorbs(self, day: dt.date) -> tuple[dt.date, ...]:
+        """The retrieval days ``day`` absorbs (a DI bundle's step)."""
+        return dict(self.absorb).get(day, ())
 
     @property
     def key(self) -> str:
@@ -74,12 +95,14 @@ class TileTask:
 
 @dataclass
 class TileResult:
-    """Ensemble mean and spread (m3/m3, NaN off land) and where a forcing was filled."""
+    """Ensemble mean and spread (m3/m3, NaN off land), where a forcing was filled, and (DI
+    bundles) where no retrieval within the maximum age was absorbed."""
 
     tile: Window
     mean: np.ndarray
     sd: np.ndarray
     gap_filled: np.ndarray
+    no_retrieval: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,6 +142,71 @@ def _inputs(
     return x, missing_input_mask(forcing, spec.forcings)[-1]
 
 
+def _retrievals(
+    cube: Cube, engine: Engine, window: Window, land: np.ndarray, first: dt.date, last: dt.date
+) -> tuple[dt.date, np.ndarray]:
+    """A DI bundle's normalised retrievals (days, cells) over ``first..last`` (clipped to the
+    cube's time axis; NaN where none) at the land cells of ``window``, and the first day."""
+    spec = engine.bundle.spec
+    di = spec.di_spec
+    assert di is not None
+    first = max(first, cube.start)
+    if last < first:
+        return first, np.full((0, int(land.sum())), np.nan, np.float32)
+    values = np.asarray(cube.read(di.target, [di.target], first, last, window)[di.target].values)
+    return first, normalise(values[:, land], di.target, spec.stats)
+
+
+def _pass_features(
+    cube: Cube,
+    engine: Engine,
+    task: TileTask,
+    window: Window,
+    land: np.ndarray,
+    start: dt.date,
+    end: dt.date,
+) -> tuple[np.ndarray, DIState]:
+    """DI channels (cells, days, 2) over ``start..end``, each day absorbing the retrieval
+    ``latency`` days old when the cube holds it complete (``task.retrieved``), and the DI
+    state at the end."""
+    di = engine.bundle.spec.di_spec
+    assert di is not None
+    lag = di.latency[0]
+    first, obs = _retrievals(cube, engine, window, land, start - dt.timedelta(di.max_age + lag),
+                             end - dt.timedelta(lag))  # fmt: skip
+    for i in range(obs.shape[0]):
+        if first + dt.timedelta(i) not in task.retrieved:
+            obs[i] = np.nan  # written in part, or not at all: not a retrieval to absorb
+    state = DIState.empty(int(land.sum()))
+    out = np.empty((state.value.size, (end - start).days + 1, 2), np.float32)
+    for i in range(obs.shape[0]):  # absorb every retrieval up to the first day's lag
+        when = first + dt.timedelta(i)
+        if when + dt.timedelta(lag) >= start:
+            break
+        state = absorb(state, obs[i], when.toordinal())
+    for k in range(out.shape[1]):
+        d = start + dt.timedelta(k)
+        i = (d - dt.timedelta(lag) - first).days
+        if 0 <= i < obs.shape[0]:
+            state = absorb(state, obs[i], (first + dt.timedelta(i)).toordinal())
+        out[:, k] = state_features(state, d.toordinal(), di.max_age)
+    return out, state
+
+
+def _step_features(
+    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: DIState
+) -> tuple[np.ndarray, DIState]:
+    """DI channels (cells, 1, 2) of ``day`` after absorbing the retrieval days the task
+    lists for it, and the new DI state."""
+    di = engine.bundle.spec.di_spec
+    assert di is not None
+    for when in task.absorbs(day):
+        _, obs = _retrievals(cube, engine, task.grid_window, task.land, when, when)
+        if obs.shape[0]:
+            state = absorb(state, obs[0], when.toordinal())
+    return state_features(state, day.toordinal(), di.max_age)[:, None], state
+
+
 def _rows_per_band(engine: Engine, n_days: int, n_cols: int) -> int:
     """Tile rows whose inputs over ``n_days`` fit the memory budget (at least one)."""
     spec = engine.bundle.spec
@@ -128,10 +216,10 @@ def _rows_per_band(engine: Engine, n_days: int, n_cols: int) -> int:
 
 def _pass(
     cube: Cube, engine: Engine, task: TileTask, start: dt.date, end: dt.date
-) -> tuple[np.ndarray, States, np.ndarray]:
+) -> tuple[np.ndarray, States, np.ndarray, DIState | None]:
     """Run ``start..end`` from a zero state over the tile, in bands of rows that fit the memory
-    budget; return the last day's outputs, the end state (stored form) and the last day's
-    forcing gaps."""
+    budget; return the last day's outputs, the end state (stored form), the last day's
+    forcing gaps and (DI bundles) the DI state at the end."""
     land, win = task.land, task.grid_window
     n_cells, n_days = int(land.sum()), (end - start).days + 1
     spec = engine.bundle.spec
@@ -141,6 +229,7 @@ def _pass(
     h = np.empty((members, n_cells, hidden), dtype=stored_dtype(dtype))
     c = np.empty_like(h)
     gaps = np.empty(n_cells, dtype=bool)
+    di = DIState.empty(n_cells) if spec.di else None
     band = _rows_per_band(engine, n_days, win.n_cols)
     lo = 0  # land cells are row-major, so a band of rows is a run of cells
     for r in range(0, win.n_rows, band):
@@ -151,59 +240,72 @@ def _pass(
             continue
         sub = Window(win.row0 + rows.start, win.col0, rows.stop - rows.start, win.n_cols)
         x, g = _inputs(cube, engine, sub, band_land, start, end)
-        o, (hb, cb) = engine.advance(x, None, dtype)
         cells = slice(lo, lo + n)
+        if di is not None:
+            f, band_di = _pass_features(cube, engine, task, sub, band_land, start, end)
+            x = np.concatenate([x, f], axis=-1)
+            di.value[cells], di.day[cells] = band_di.value, band_di.day
+        o, (hb, cb) = engine.advance(x, None, dtype)
         out[:, cells], h[:, cells], c[:, cells], gaps[cells] = o, hb, cb, g
         lo += n
-    return out, (h, c), gaps
+    return out, (h, c), gaps, di
 
 
 def _step(
-    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States
-) -> tuple[np.ndarray, States, np.ndarray]:
-    """One day from ``state``; the new state comes back in the store's form, so a replay
-    continues from exactly what the daily run stored."""
+    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States, di: DIState | None
+) -> tuple[np.ndarray, States, np.ndarray, DIState | None]:
+    """One day from ``state`` (and a DI bundle's ``di``); the new state comes back in the
+    store's form, so a replay continues from exactly what the daily run stored."""
     x, gaps = _inputs(cube, engine, task.grid_window, task.land, day, day)
+    if di is not None:
+        f, di = _step_features(cube, engine, task, day, di)
+        x = np.concatenate([x, f], axis=-1)
     out, state = engine.advance(x, state, task.cfg.state_dtype)
-    return out, state, gaps
+    return out, state, gaps, di
 
 
-def _save(task: TileTask, day: dt.date, state: States) -> None:
+def _save(task: TileTask, day: dt.date, state: States, di: DIState | None) -> None:
     for when, group in task.save:
         if when == day:
             write_tile(Path(group), task.key, state, task.cfg.state_dtype)
+            if di is not None:
+                write_di_tile(Path(group), task.key, di)
 
 
 def run_tile(task: TileTask) -> TileResult:
     """Predict ``task.day`` over one tile (and write its state tiles in step mode)."""
     engine, cube = engine_for(task), _cube(task.cube_path)
     start, day, n_cells = task.start, task.day, int(task.land.sum())
+    spec = engine.bundle.spec
     if start.kind == "window":
-        out, _, gaps = _pass(cube, engine, task, start.first_input, day)
+        out, _, gaps, di = _pass(cube, engine, task, start.first_input, day)
     else:
         prev = day - ONE_DAY
         if start.kind == "cold":
-            _, state, _ = _pass(cube, engine, task, start.first_input, prev)
-            _save(task, prev, state)
+            _, state, _, di = _pass(cube, engine, task, start.first_input, prev)
+            _save(task, prev, state, di)
         elif start.kind in ("stored", "replay"):
             if start.base is None or task.state_path is None:
                 raise ValueError(f"a {start.kind} start needs a stored state and its store")
             group = Path(task.state_path) / start.base.isoformat()
             state = read_tile(group, task.key, n_cells)
+            di = read_di_tile(group, task.key, n_cells) if spec.di else None
             d = start.base + ONE_DAY
             while d < day:  # replay: the daily run's steps, one day at a time
-                _, state, _ = _step(cube, engine, task, d, state)
+                _, state, _, di = _step(cube, engine, task, d, state, di)
                 d += ONE_DAY
         else:
             raise ValueError(f"unknown start kind {start.kind!r}")
-        out, state, gaps = _step(cube, engine, task, day, state)
-        _save(task, day, state)
+        out, state, gaps, di = _step(cube, engine, task, day, state, di)
+        _save(task, day, state, di)
     mean, sd = engine.product(out)
+    shape = task.land.shape
     result = TileResult(
-        task.tile,
-        np.full(task.land.shape, np.nan, np.float32),
-        np.full(task.land.shape, np.nan, np.float32),
-        np.zeros(task.land.shape, bool),
-    )
+        task.tile, np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32),
+        np.zeros(shape, bool), None if di is None else np.zeros(shape, bool),
+    )  # fmt: skip
     result.mean[task.land], result.sd[task.land], result.gap_filled[task.land] = mean, sd, gaps
+    if di is not None and result.no_retrieval is not None:
+        none = state_features(di, day.toordinal(), spec.di_spec.max_age)[:, 1] >= 1
+        result.no_retrieval[task.land] = none
     return result

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gsm3_ops.di import N_CHANNELS, DISpec
 from gsm3_ops.errors import InputError
 from gsm3_ops.model.network import GSM3Net
 
@@ -50,6 +51,8 @@ class BundleSpec:
     # "shared": one output for every target (the paper); "separate": one head per target.
     # Bundles written before the option existed had separate heads, hence the default.
     heads: str = "separate"
+    # Data integration (gsm3_ops/di.py): DISpec.to_json() of a DI bundle; empty: open loop.
+    di: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     code_version: str = ""
@@ -59,6 +62,16 @@ class BundleSpec:
     def inputs(self) -> list[str]:
         """Model input order: forcings then statics."""
         return [*self.forcings, *self.statics]
+
+    @property
+    def di_spec(self) -> DISpec | None:
+        """What a DI bundle absorbs; None for an open-loop bundle."""
+        return DISpec.from_json(self.di) if self.di else None
+
+    @property
+    def n_inputs(self) -> int:
+        """Network inputs: forcings, statics, then a DI bundle's channels."""
+        return len(self.inputs) + (N_CHANNELS if self.di else 0)
 
     @property
     def n_outputs(self) -> int:
@@ -73,7 +86,7 @@ class BundleSpec:
 
     def new_network(self) -> GSM3Net:
         """An untrained network with this architecture."""
-        return GSM3Net(len(self.inputs), self.n_outputs, self.hidden_size, self.dropout)
+        return GSM3Net(self.n_inputs, self.n_outputs, self.hidden_size, self.dropout)
 
 
 PROVENANCE = ("training", "metrics", "code_version")  # recorded, not part of the bundle id
@@ -102,7 +115,10 @@ def save_bundle(path: Path, spec: BundleSpec, members: list[GSM3Net]) -> Path:
     for k, net in enumerate(members):
         weights = {name: t.detach().cpu().contiguous() for name, t in net.state_dict().items()}
         save_file(weights, tmp / f"member-{k}.safetensors")
-    text = json.dumps(asdict(spec) | {"members": len(members)}, indent=2)
+    meta = asdict(spec) | {"members": len(members)}
+    if not spec.di:  # an open-loop bundle.json stays as it was before DI existed
+        del meta["di"]
+    text = json.dumps(meta, indent=2)
     (tmp / BUNDLE_JSON).write_text(text)
     (tmp / "bundle.id").write_text(content_id(tmp) + "\n")
     if path.exists():

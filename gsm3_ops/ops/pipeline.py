@@ -41,6 +41,7 @@ from gsm3_ops.ops.status import record_last_run
 from gsm3_ops.publish import flags
 from gsm3_ops.publish.cog import cog_path
 from gsm3_ops.publish.day import DayProduct, publish_day
+from gsm3_ops.publish.layers import FLAG_NO_RETRIEVAL
 from gsm3_ops.publish.manifest import DayManifest, failure_path, manifest_path
 from gsm3_ops.publish.product import product_path
 
@@ -216,7 +217,10 @@ def plan_day(dep: Deployment, cube: Cube, day: dt.date) -> DayPlan:
         return DayPlan([period, (cold_first, day)], None, None, period)
     predictor = _predictor(dep, cube, bundle)
     start = predictor.plan(day)  # refuses a state store of another bundle or domain
-    return DayPlan([(start.first_input, day)], predictor, start)
+    ranges = [(start.first_input, day)]
+    if (di := bundle.spec.di_spec) is not None:  # a late retrieval is fetched again
+        ranges.append((day - dt.timedelta(days=di.latency[1]), day))
+    return DayPlan(ranges, predictor, start)
 
 
 def _predict(
@@ -225,9 +229,11 @@ def _predict(
     """The model (trained first when the plan says so) and its prediction of ``day``:
     ensemble mean, spread and gap-filled cells over the domain, streamed tile by tile."""
     predictor = plan.predictor or _predictor(dep, cube, ensure_bundle(dep, cube, progress))
+    start = plan.start or predictor.plan(day)
+    recorded = _recorded_retrievals(dep, predictor, start, day)
     try:
         with tile_runner(dep.settings.inference.cluster) as runner:
-            output = predictor.predict(day, plan.start or predictor.plan(day), runner)
+            output = predictor.predict(day, start, runner, recorded)
     except StateDamagedError as exc:
         if exc.day is None:
             raise
@@ -239,13 +245,63 @@ def _predict(
     return predictor.bundle, output
 
 
+def _recorded_retrievals(
+    dep: Deployment, predictor: DayPredictor, start: Start, day: dt.date
+) -> dict[dt.date, list[dt.date]]:
+    """The retrieval days a DI bundle absorbed on the days this run steps through, as their
+    published records say (a recomputation absorbs exactly those, whatever arrived since)."""
+    if predictor.bundle.spec.di_spec is None or start.kind == "window":
+        return {}
+    first = start.base + dt.timedelta(days=1) if start.base is not None else day
+    out = {}
+    for i in range((day - first).days + 1):
+        d = first + dt.timedelta(days=i)
+        record = DayManifest.load(dep.settings.publish_root, d)
+        di = record.di if record is not None and record.published else None
+        if di and di.get("bundle_id") == predictor.bundle.bundle_id:
+            out[d] = [dt.date.fromisoformat(a) for a in di["absorbed"]]
+    return out
+
+
+def _di_record(bundle: Bundle, cube: Cube, day: dt.date, out: DayOutput) -> dict | None:
+    """A DI bundle's provenance for the day's record: what it absorbed, with the versions the
+    cube held, and whether the newest expected retrieval (day - latency) was late."""
+    di = bundle.spec.di_spec
+    if di is None:
+        return None
+    expected = day - dt.timedelta(days=di.latency[0])
+    versions = {}
+    for d in out.absorbed:
+        entries = cube.manifest(d).get("entries") or {}
+        versions[d.isoformat()] = next(
+            (str(e.get("version")) for k, e in entries.items() if k.startswith(f"{di.target}/")),
+            "",
+        )
+    return {
+        "bundle_id": bundle.bundle_id,
+        "target": di.target,
+        "latency_days": list(di.latency),
+        "max_age_days": di.max_age,
+        "absorbed": [d.isoformat() for d in out.absorbed],
+        "versions": versions,
+        "expected": expected.isoformat(),
+        "late": expected not in out.absorbed,
+    }
+
+
 def _predictor(dep: Deployment, cube: Cube, bundle: Bundle) -> DayPredictor:
     s = dep.settings
     return DayPredictor(cube, bundle, dep.land, s.inference, s.data_root / "state.zarr")
 
 
 def _quality_flag(
-    dep: Deployment, cube: Cube, doc: dict, day: dt.date, out: DayOutput, provisional_day: bool
+    dep: Deployment,
+    cube: Cube,
+    doc: dict,
+    day: dt.date,
+    out: DayOutput,
+    provisional_day: bool,
+    di: dict | None,
 ) -> np.ndarray:
     """The day's quality flag from the cube's arrays of the day (see ``publish/flags.py``)."""
     cfg = dep.settings.product.flags
@@ -262,6 +318,8 @@ def _quality_flag(
         static={k: static[k].values for k in flags.FLAG_STATICS},
         lat=dep.latitudes,
         cfg=cfg,
+        no_retrieval=out.no_retrieval,
+        retrieval_late=bool(di and di["late"]),
     )
 
 
@@ -277,7 +335,8 @@ def _publish(
     """Publish the day's layers and, last, its record."""
     s = dep.settings
     sm = out.mean
-    flag = _quality_flag(dep, cube, doc, day, out, bool(missing))
+    di = _di_record(bundle, cube, day, out)
+    flag = _quality_flag(dep, cube, doc, day, out, bool(missing), di)
     versions = input_versions(doc)
     inputs = {k.split("/", 1)[1]: v for k, v in versions.items() if k.startswith("forcing/")}
     config_path = manifest_path(s.publish_root, day).with_suffix(".config.yaml")
@@ -296,6 +355,7 @@ def _publish(
             "gsm3:mode": s.inference.mode,
             "gsm3:provisional_share": _share(flag, flags.FLAG_PROVISIONAL, land),
             "gsm3:land_cells": int(land.sum()),
+            **(_di_properties(di, flag, land) if di else {}),
         },
         land=dep.land,
         extra_files={config_path: s.to_yaml(public=True).encode()},
@@ -314,11 +374,22 @@ def _publish(
         config=str(config_path.relative_to(s.publish_root)),
         land_cells=int(land.sum()),
         soil_moisture_mean=float(np.nanmean(sm)) if land.any() else None,
+        di=di,
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     published = publish_day(s.publish_root, dep.grid, dep.domain, s.product,
                             s.inference.tile_size, day_product, record)  # fmt: skip
     upload_day(s, published)
+
+
+def _di_properties(di: dict, flag: np.ndarray, land: np.ndarray) -> dict:
+    """A DI day's STAC properties: the retrieval days absorbed, and the share of land cells
+    that had none (open loop)."""
+    return {
+        "gsm3:di_absorbed": di["absorbed"],
+        "gsm3:di_late": di["late"],
+        "gsm3:di_no_retrieval_share": _share(flag, FLAG_NO_RETRIEVAL, land),
+    }
 
 
 def _share(flag: np.ndarray, bit: int, land: np.ndarray) -> float:

@@ -19,8 +19,10 @@ from gsm3_ops.publish.layers import (
     FLAG_FILL,
     FLAG_FROZEN,
     FLAG_GAP_FILLED,
+    FLAG_NO_RETRIEVAL,
     FLAG_PERMAFROST,
     FLAG_PROVISIONAL,
+    FLAG_RETRIEVAL_LATE,
 )
 
 FLAG_STATICS = ("aspect_cos", "slope", "smap_mean", "lst_day_mean", "lst_night_mean")
@@ -86,7 +88,7 @@ def compose_flags(valid: np.ndarray, **bits: np.ndarray) -> np.ndarray:
     """The uint8 quality flag: 255 where ``valid`` is False, else the OR of the set bits.
 
     ``bits`` are boolean masks named ``gap_filled``, ``provisional``, ``frozen``,
-    ``dry_north_slope``, ``permafrost`` (any subset).
+    ``dry_north_slope``, ``permafrost``, ``no_retrieval``, ``retrieval_late`` (any subset).
     """
     values = {
         "gap_filled": FLAG_GAP_FILLED,
@@ -94,6 +96,8 @@ def compose_flags(valid: np.ndarray, **bits: np.ndarray) -> np.ndarray:
         "frozen": FLAG_FROZEN,
         "dry_north_slope": FLAG_DRY_NORTH_SLOPE,
         "permafrost": FLAG_PERMAFROST,
+        "no_retrieval": FLAG_NO_RETRIEVAL,
+        "retrieval_late": FLAG_RETRIEVAL_LATE,
     }
     unknown = set(bits) - set(values)
     if unknown:
@@ -114,12 +118,18 @@ def day_flags(
     static: Mapping[str, np.ndarray],
     lat: np.ndarray,
     cfg: QualityFlagConfig,
+    no_retrieval: np.ndarray | None = None,
+    retrieval_late: bool = False,
 ) -> np.ndarray:
     """The day's quality flag over a domain: forcing gap-filled, provisional inputs (the
     cells of ``provisional``, or every cell of a ``provisional_day``: one published before a
     required input arrived), frozen soil (``forcing`` holds the day's ``stl1`` and ``t2m``),
     dry poleward slopes and Arctic permafrost (``static`` holds :data:`FLAG_STATICS`);
-    ``lat`` is each cell's latitude."""
+    ``lat`` is each cell's latitude. A DI bundle's day adds the cells where it absorbed no
+    retrieval (``no_retrieval``) and, on every cell, ``retrieval_late``."""
+    di = {}
+    if no_retrieval is not None:
+        di = {"no_retrieval": no_retrieval, "retrieval_late": np.full(valid.shape, retrieval_late)}
     return compose_flags(
         valid,
         gap_filled=gap_filled,
@@ -129,4 +139,5 @@ def day_flags(
             static["aspect_cos"], static["slope"], static["smap_mean"], cfg
         ),
         permafrost=permafrost_mask(lat, static["lst_day_mean"], static["lst_night_mean"], cfg),
+        **di,
     )

@@ -16,6 +16,11 @@ FLAG_PROVISIONAL = 2  # a forcing of the day came from a provisional stream (ERA
 FLAG_FROZEN = 4  # stl1 or t2m of the day below the freezing threshold
 FLAG_DRY_NORTH_SLOPE = 8  # poleward-facing slope with a dry long-term SMAP mean
 FLAG_PERMAFROST = 16  # Arctic permafrost regime (latitude and long-term LST)
+# Data integration (DI bundles only): no SMAP retrieval within the bundle's maximum age was
+# absorbed, so the value is the model's open loop; and the day's newest expected retrieval
+# (day - latency) was not in the cube when the day ran (late or missing), on every cell.
+FLAG_NO_RETRIEVAL = 32
+FLAG_RETRIEVAL_LATE = 64
 
 QUALITY_FLAGS: dict[int, str] = {
     FLAG_GAP_FILLED: "forcing_gap_filled",
@@ -23,8 +28,10 @@ QUALITY_FLAGS: dict[int, str] = {
     FLAG_FROZEN: "frozen_soil",
     FLAG_DRY_NORTH_SLOPE: "dry_north_facing_slope",
     FLAG_PERMAFROST: "arctic_permafrost",
+    FLAG_NO_RETRIEVAL: "no_recent_smap_retrieval",
+    FLAG_RETRIEVAL_LATE: "smap_retrieval_late",
 }
-FLAG_VALID_MAX = sum(QUALITY_FLAGS)  # 31: every valid value is below the fill value
+FLAG_VALID_MAX = sum(QUALITY_FLAGS)  # 127: every valid value is below the fill value
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class DayManifest(BaseModel):
     config: str | None = None
     land_cells: int | None = None
     soil_moisture_mean: float | None = None
+    # A DI bundle's day: latency, the retrieval days absorbed, whether the newest was late.
+    di: dict[str, Any] | None = None
     finished: str | None = None
     outputs: dict[str, Any] | None = None
     error: str | None = None

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from gsm3_ops import __version__
-from gsm3_ops.config import Settings
+from gsm3_ops.config import DIConfig, Settings
 from gsm3_ops.cube import Cube
+from gsm3_ops.di import DISpec
 from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec, save_bundle
 from gsm3_ops.training.dataset import CellSet, build_training_data
@@ -124,7 +125,7 @@ def build_bundle(
     spec = BundleSpec(
         forcings=forcings, statics=statics, targets=targets, hidden_size=m.hidden_size,
         dropout=m.dropout, stats=stats, grid=settings.grid, product_target=m.product_target,
-        heads=m.heads, code_version=__version__,
+        heads=m.heads, di=_di(m.di, targets), code_version=__version__,
     )  # fmt: skip
     n_sites = int(data.is_site.sum())
     where = f"fold {fold}: " if fold is not None else ""
@@ -177,6 +178,16 @@ def build_bundle(
     path = save_bundle(out, spec, [r.net for r in results])
     shutil.rmtree(ckpt, ignore_errors=True)
     return path
+
+
+def _di(cfg: DIConfig | None, targets: list[str]) -> dict:
+    """The bundle's DI record: SMAP retrievals, lags latency..latency + late days."""
+    if cfg is None:
+        return {}
+    if "smap" not in targets:
+        raise TrainingError("model.di absorbs SMAP retrievals: model.targets must include smap")
+    lags = (cfg.latency_days, cfg.latency_days + cfg.late_days)
+    return DISpec("smap", lags, cfg.max_age_days).to_json()
 
 
 def _cell_list(cells: CellSet | None) -> dict[str, list[int]] | None:

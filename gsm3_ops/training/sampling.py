@@ -88,6 +88,10 @@ class BatchSampler:
         starts = self.rng.integers(0, self.data.x.shape[1] - self.seq_len + 1, self.batch_size)
         return locs, starts
 
+    def draw_lags(self, low: int, high: int) -> np.ndarray:
+        """One DI lag per window of the batch, uniform on ``low..high`` days (int64)."""
+        return self.rng.integers(low, high + 1, self.batch_size)
+
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One batch: x (seq_len, batch, n_in) and y (seq_len, batch, n_targets), time-major."""
         locs, starts = self.draw()

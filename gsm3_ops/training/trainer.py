@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from gsm3_ops.config import TrainingConfig
+from gsm3_ops.di import carry_forward, gather_features
 from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec
 from gsm3_ops.model.device import pick_device
@@ -72,7 +74,7 @@ def fingerprint(data: TrainingData, spec: BundleSpec, cfg: TrainingConfig, seed:
     """A hash of what decides a run's weights: settings, architecture, seed and data."""
     h = hashlib.sha256()
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
-    arch = [spec.inputs, spec.targets, spec.hidden_size, spec.dropout, spec.heads]
+    arch = [spec.inputs, spec.targets, spec.hidden_size, spec.dropout, spec.heads, spec.di]
     h.update(json.dumps([settings, arch, seed, data.x.shape, data.y.shape]).encode())
     # A strided sample of the arrays tells datasets apart without hashing gigabytes.
     for a in (data.x, data.y, data.is_site):
@@ -117,6 +119,7 @@ def train_member(
     autocast = device.type == "cuda" and cfg.bf16
     x_all = torch.from_numpy(data.x).to(device)
     y_all = torch.from_numpy(data.y).to(device)
+    batch = _batcher(data, spec, sampler, x_all, y_all, cfg.seq_len)
 
     fp = fingerprint(data, spec, cfg, seed)
     losses: list[float] = []
@@ -149,7 +152,7 @@ def train_member(
         unit="batch", mininterval=1.0,
     )  # fmt: skip
     while it < n_iter:
-        xb, yb = gather(x_all, y_all, *sampler.draw(), cfg.seq_len)
+        xb, yb = batch()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             pred, _ = net(xb, generator=generator)
         loss = masked_multitask_rmse(pred, yb)
@@ -183,6 +186,34 @@ def train_member(
         save(complete=True)  # a rerun of a finished member then costs nothing
     net.eval()
     return MemberResult(net, losses, n_iter, time.perf_counter() - t0, resumed_at=start)
+
+
+def _batcher(
+    data: TrainingData,
+    spec: BundleSpec,
+    sampler: BatchSampler,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    seq_len: int,
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """The next batch's inputs and targets; a DI model's inputs end with its two channels,
+    each window seeing its target's retrievals at a lag drawn from the DI latency."""
+    di = spec.di_spec
+    if di is None:
+        return lambda: gather(x_all, y_all, *sampler.draw(), seq_len)
+    value, day = carry_forward(data.y[:, :, spec.targets.index(di.target)])
+    device = x_all.device
+    value_t, day_t = torch.from_numpy(value).to(device), torch.from_numpy(day).to(device)
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        locs, starts = sampler.draw()
+        lags = sampler.draw_lags(*di.latency)
+        xb, yb = gather(x_all, y_all, locs, starts, seq_len)
+        idx = [torch.from_numpy(a).to(device) for a in (locs, starts, lags)]
+        extra = gather_features(value_t, day_t, *idx, seq_len, di.max_age)
+        return torch.cat([xb, extra], dim=-1), yb
+
+    return batch
 
 
 def _restore(
