@@ -21,7 +21,8 @@ from gsm3_ops.publish.layers import FLAG_VALID_MAX, LAYERS, QUALITY_FLAGS, Layer
 
 Rgba = tuple[int, int, int, int]
 NO_FLAG_COLOUR = "#1a9850"
-BIT_COLOURS = {1: "#fdae61", 2: "#abd9e9", 4: "#4575b4", 8: "#d73027", 16: "#762a83"}
+BIT_COLOURS = {1: "#fdae61", 2: "#abd9e9", 4: "#4575b4", 8: "#d73027", 16: "#762a83",
+               32: "#bababa", 64: "#f1b6da"}  # fmt: skip
 N_STOPS = 11
 
 
