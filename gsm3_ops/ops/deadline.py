@@ -7,7 +7,8 @@ SIGUSR1 to the main thread (``signal.pthread_kill``: a blocking call there retur
 whose handler raises :class:`DeadlineExceeded`, a ``BaseException`` so that no ``except
 Exception`` on the way swallows it. Deadlines nest (a fetch's inside a run's): each handler
 raises only for its own. Alarms (SIGALRM) and Ctrl-C are left alone. Outside the main thread
-(the scheduler's job threads) there is nothing to interrupt, and the block runs unbounded.
+there is nothing to interrupt, and the block runs unbounded: the scheduler therefore runs
+each fire in a child process's main thread (``ops/fire.py``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ APScheduler 3's BlockingScheduler, one job: coalescing (a backlog of missed fire
 at most one instance, and a generous misfire grace (a machine that was down at the cron time
 still runs the job when it comes back within the grace). The job itself takes the same run
 lock as ``gsm3-ops run`` and ``backfill``, so a cron entry and the scheduler never overlap.
+Each fire runs in a child process of its own (``ops/fire.py``), where the run deadline can
+stop a hung stage, with a backstop from this process should it not.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from gsm3_ops.config import ScheduleConfig, Settings
-from gsm3_ops.errors import ConfigError
+from gsm3_ops.errors import ConfigError, Gsm3Error
 from gsm3_ops.ops.deployment import Deployment
-from gsm3_ops.ops.pipeline import run
-from gsm3_ops.ops.status import record_last_run
+from gsm3_ops.ops.fire import GRACE_S, fire
 
 log = logging.getLogger(__name__)
 JOB_ID = "gsm3-daily"
@@ -49,6 +50,7 @@ def build_scheduler(
         replace_existing=True,
     )
     sched.add_listener(_report, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    logging.getLogger("apscheduler.executors.default").addFilter(_expected_failures)
     return sched
 
 
@@ -59,20 +61,19 @@ def run_schedule(settings: Settings, provisional: bool = False) -> None:
     serve(settings.schedule, lambda: daily_job(settings, provisional))
 
 
-def daily_job(settings: Settings, provisional: bool = False) -> str:
-    """One scheduled fire: the latest servable day, recorded like ``gsm3-ops run``."""
-    try:
-        result = run(settings, provisional=provisional, progress=False, command="schedule")
-    except Exception as exc:  # recorded whatever it is; the scheduler logs it and goes on
-        record_last_run(settings.publish_root, "schedule", "failed", error=str(exc))
-        raise
-    return f"{result.day} {result.outcome}"
+def daily_job(settings: Settings, provisional: bool = False, grace_s: float = GRACE_S) -> str:
+    """One scheduled fire: the latest servable day, produced in a child process and
+    recorded like ``gsm3-ops run`` (see ``ops/fire.py``); returns ``"<day> <outcome>"``,
+    or raises :class:`~gsm3_ops.ops.fire.FireFailedError` with the reason."""
+    return fire(settings, provisional, grace_s=grace_s)
 
 
 def serve(
     cfg: ScheduleConfig, job: Callable[[], object], trigger: BaseTrigger | None = None
 ) -> None:
-    """Run ``job`` on schedule until SIGTERM/SIGINT; a running job is finished, not killed.
+    """Run ``job`` on schedule until SIGTERM/SIGINT; a running job is finished, not killed
+    (a daily fire's child process ends within the run deadline, or the parent's backstop
+    ends it: ``ops/fire.py``).
 
     ``trigger`` replaces the configured cron line (tests use one a few seconds ahead).
     """
@@ -99,6 +100,12 @@ def _next(sched: BlockingScheduler) -> str:
     now = dt.datetime.now(dt.UTC)
     when = trigger.get_next_fire_time(None, now)
     return when.isoformat() if when else "never"
+
+
+def _expected_failures(record: logging.LogRecord) -> bool:
+    """Drop APScheduler's traceback of a job's expected failure (a Gsm3Error): ``_report``
+    logs it as one line."""
+    return not (record.exc_info and isinstance(record.exc_info[1], Gsm3Error))
 
 
 def _report(event: JobExecutionEvent) -> None:
