@@ -6,7 +6,8 @@
 - ``insitu.py``: the ``insitu`` group, dims (site, time);
 - ``manifest.py``: per-day (and static) manifests: which source and version wrote what,
   checksums, and a status that makes interrupted writes visible;
-- ``verify.py``: a day's data read back against those checksums (damage found before use).
+- ``verify.py``: a day's data, the statics and the in-situ group read back against those
+  checksums (damage found before use).
 
 Callers use this package's names only; see ``docs/cube.md``.
 """
@@ -21,7 +22,7 @@ from gsm3_ops.cube.manifest import (
     written_parts,
 )
 from gsm3_ops.cube.store import DEFAULT_END, DEFAULT_START, DEFAULT_TILE_SIZE, Cube
-from gsm3_ops.cube.verify import CubeDamagedError, verify_day, verify_static
+from gsm3_ops.cube.verify import CubeDamagedError, verify_day, verify_insitu, verify_static
 
 __all__ = [
     "COMPLETE",
@@ -36,6 +37,7 @@ __all__ = [
     "CubeError",
     "status_of",
     "verify_day",
+    "verify_insitu",
     "verify_static",
     "written_parts",
 ]

@@ -2,12 +2,16 @@
 
 Sites are appended as they first arrive (the group's arrays grow along ``site``; the
 ``n_sites`` attribute is the commit point, so a killed append leaves no half site) and
-existing sites are overwritten in place for the days given. :class:`gsm3_ops.cube.Cube`
-delegates ``write_insitu`` and ``read_insitu`` here. See ``docs/cube.md``.
+existing sites are overwritten in place for the days given. Each write records, per day, the
+sha256 of the values it wrote and the rows it wrote them to (``cube/verify.py`` recomputes
+it). A chunk that no longer decodes (truncated) is dropped when a write needs to merge into
+it, so re-ingesting the days it held repairs it. :class:`gsm3_ops.cube.Cube` delegates
+``write_insitu``, ``read_insitu`` and ``read_insitu_values`` here. See ``docs/cube.md``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -31,6 +35,8 @@ from gsm3_ops.cube.layout import (
 )
 from gsm3_ops.cube.manifest import CubeError, Manifests, checksum, file_lock, sites_extent
 from gsm3_ops.grid import EaseGrid
+
+log = logging.getLogger(__name__)
 
 SITE_CHUNK = 1024
 INSITU_TIME_CHUNK = 366
@@ -106,24 +112,19 @@ class InsituGroup:
             new = [s for s in sites if s not in index]
             self._check_known_sites(da, sites, index, group)
             new_coords = self._new_site_coords(da, sites, new)
+            index.update({s: n_sites + i for i, s in enumerate(new)})  # the rows they get
+            rows = np.array([index[s] for s in sites], dtype=np.int64)
 
             paths = [self.manifests.day_path(d) for d in days]
             write_id = self.manifests.begin(
                 paths, group="insitu", source=source, version=version, variables=["insitu"],
-                extent=sites_extent(sites),
+                extent=sites_extent(sites, rows),
             )  # fmt: skip
             if new:
                 self._append_sites(group, n_sites, new_coords)
-                index.update({s: n_sites + i for i, s in enumerate(new)})
-            rows = np.array([index[s] for s in sites], dtype=np.int64)
             site_order = np.argsort(rows)
             values = np.asarray(da.data, dtype=np.float32)[site_order][:, order]
-            try:
-                group["insitu"].oindex[rows[site_order], t_sel] = values
-            except Exception as exc:
-                raise CubeError(
-                    f"writing insitu for {days[0]}..{days[-1]} into {self.path} failed: {exc}"
-                ) from exc
+            self._write_values(group["insitu"], rows[site_order], t_sel, values, days)
             sums = {path: {"insitu": checksum(values[:, i])} for i, path in enumerate(paths)}
             self.manifests.finish(sums, group="insitu", source=source, write_id=write_id)
 
@@ -146,6 +147,77 @@ class InsituGroup:
             values, dims=("site", "time"), coords=coords, name="insitu",
             attrs={**var_attrs("insitu"), "grid": self.grid.name, "cube": str(self.path)},
         )  # fmt: skip
+
+    def read_values(self, start: date, end: date) -> tuple[np.ndarray, np.ndarray]:
+        """The (site, time) values of ``start..end`` read chunk by chunk, NaN in chunks that
+        no longer decode, and the mask of those values: what verification reads."""
+        t0 = time_index(self.layout, as_date(start), "start", self.path)
+        t1 = time_index(self.layout, as_date(end), "end", self.path) + 1
+        group = self._group(mode="r")
+        n = int(group.attrs["n_sites"])
+        array = group["insitu"]
+        values = np.full((n, t1 - t0), np.nan, dtype=np.float32)
+        unreadable = np.zeros(values.shape, dtype=bool)
+        for rows, times in _chunk_regions(array, n, slice(t0, t1)):
+            at = (rows, slice(times.start - t0, times.stop - t0))
+            try:
+                values[at] = array[rows, times]
+            except Exception:  # a truncated or garbled chunk
+                unreadable[at] = True
+        return values, unreadable
+
+    def _write_values(
+        self,
+        array: zarr.Array,
+        rows: np.ndarray,
+        times: slice | np.ndarray,
+        values: np.ndarray,
+        days: list[date],
+    ) -> None:
+        """``values`` into ``array`` at ``rows`` x ``times``; a chunk there that no longer
+        decodes (zarr merges a partial write into it) is dropped and the write tried again."""
+
+        def failed(exc: Exception) -> CubeError:
+            return CubeError(
+                f"writing insitu for {days[0]}..{days[-1]} into {self.path} failed: {exc}"
+            )
+
+        try:
+            array.oindex[rows, times] = values
+        except Exception as exc:
+            dropped = self._drop_undecodable(array, rows, times)
+            if not dropped:
+                raise failed(exc) from exc
+            log.warning(
+                "insitu chunks %s of %s no longer decode: dropped before rewriting them (their "
+                "other days and sites read as missing until ingested again)",
+                ", ".join(dropped), self.path,
+            )  # fmt: skip
+            try:
+                array.oindex[rows, times] = values
+            except Exception as again:
+                raise failed(again) from again
+
+    def _drop_undecodable(
+        self, array: zarr.Array, rows: np.ndarray, times: slice | np.ndarray
+    ) -> list[str]:
+        """Delete the chunks under ``rows`` x ``times`` that fail to decode; their keys."""
+        t = np.arange(times.start, times.stop) if isinstance(times, slice) else times
+        site_chunk, time_chunk = array.chunks
+        dropped = []
+        for i in np.unique(rows // site_chunk):
+            for j in np.unique(t // time_chunk):
+                region = (
+                    slice(i * site_chunk, min((i + 1) * site_chunk, array.shape[0])),
+                    slice(j * time_chunk, min((j + 1) * time_chunk, array.shape[1])),
+                )
+                try:
+                    array[region]
+                except Exception:
+                    key = array.metadata.encode_chunk_key((int(i), int(j)))
+                    (self.path / "insitu" / "insitu" / key).unlink(missing_ok=True)
+                    dropped.append(key)
+        return dropped
 
     def _group(self, mode: str) -> zarr.Group:
         """The insitu group read from its own metadata (shapes change as sites are added)."""
@@ -216,3 +288,15 @@ class InsituGroup:
             # Readers take the first n_sites rows, so a killed append leaves no half site.
             group.update_attributes({"n_sites": n_total})
             consolidate(self.store)
+
+
+def _chunk_regions(array: zarr.Array, n_rows: int, times: slice) -> list[tuple[slice, slice]]:
+    """The parts of ``array[:n_rows, times]`` that each lie in one chunk."""
+    site_chunk, time_chunk = array.chunks
+    first = times.start - times.start % time_chunk
+    return [
+        (slice(r, min(r + site_chunk, n_rows)),
+         slice(max(t, times.start), min(t + time_chunk, times.stop)))
+        for r in range(0, n_rows, site_chunk)
+        for t in range(first, times.stop, time_chunk)
+    ]  # fmt: skip

@@ -9,7 +9,8 @@ same day never lose each other's entries.
 
 A manifest holds one entry per ``"<group>/<source>"``; an entry holds the *parts* that
 writes of that source left: the extent written (``window``, grid rows/cols, or ``sites``, a
-count and hash of the in-situ site ids), version, variables, per-variable sha256 checksums
+count and hash of the in-situ site ids and, since in-situ verification, the ``rows`` of the
+insitu group they were written to), version, variables, per-variable sha256 checksums
 and status. A part is added as
 ``"writing"`` before any data of the write reaches the store and turned ``"complete"`` once
 all of it has, so a killed writer leaves its days ``"writing"``. A later write whose extent
@@ -56,11 +57,36 @@ def window_extent(row0: int, col0: int, n_rows: int, n_cols: int) -> dict[str, i
     return {"row0": int(row0), "col0": int(col0), "n_rows": int(n_rows), "n_cols": int(n_cols)}
 
 
-def sites_extent(site_ids: Iterable[str]) -> dict[str, Any]:
-    """The manifest extent of a set of in-situ sites: their count and a hash of the sorted ids."""
+def sites_extent(site_ids: Iterable[str], rows: Iterable[int] | None = None) -> dict[str, Any]:
+    """The manifest extent of a set of in-situ sites: their count and a hash of the sorted ids,
+    and, given their ``rows`` in the insitu group, those rows as ``[start, stop)`` ranges (what
+    a checksum is recomputed over: :func:`extent_rows`)."""
     ids = sorted(site_ids)
     digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-    return {"n_sites": len(ids), "sites_sha256": "sha256:" + digest}
+    extent: dict[str, Any] = {"n_sites": len(ids), "sites_sha256": "sha256:" + digest}
+    if rows is not None:
+        extent["rows"] = _row_ranges(np.unique(np.fromiter(rows, dtype=np.int64)))
+    return extent
+
+
+def extent_rows(extent: Mapping[str, Any]) -> np.ndarray | None:
+    """The sorted insitu-group rows a ``sites`` extent records (None: written before rows
+    were recorded, so its checksums cannot be recomputed)."""
+    ranges = extent.get("rows")
+    if ranges is None:
+        return None
+    if not ranges:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges])
+
+
+def _row_ranges(rows: np.ndarray) -> list[list[int]]:
+    """Sorted unique ``rows`` as ``[start, stop)`` ranges (a source's sites are appended
+    together, so usually one range)."""
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [[int(run[0]), int(run[-1]) + 1] for run in np.split(rows, breaks)]
 
 
 def status_of(doc: Mapping[str, Any]) -> str:
@@ -268,7 +294,13 @@ def _covers(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
             and inner["row0"] + inner["n_rows"] <= outer["row0"] + outer["n_rows"]
             and inner["col0"] + inner["n_cols"] <= outer["col0"] + outer["n_cols"]
         )
-    return new.get("sites") is not None and new.get("sites") == old.get("sites")
+    outer, inner = new.get("sites"), old.get("sites")  # the same ids (rows or no rows)
+    identity = ("n_sites", "sites_sha256")
+    return (
+        outer is not None
+        and inner is not None
+        and all(outer.get(k) == inner.get(k) for k in identity)
+    )
 
 
 def _refresh(entry: dict[str, Any]) -> None:

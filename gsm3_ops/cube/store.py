@@ -329,6 +329,11 @@ class Cube:
         """In-situ series for ``start..end``, dims (site, time), with the site coordinates."""
         return self._insitu.read(start, end)
 
+    def read_insitu_values(self, start: date, end: date) -> tuple[np.ndarray, np.ndarray]:
+        """The in-situ values (site, time) of ``start..end``, NaN in chunks that no longer
+        decode, and the mask of those (what ``verify_insitu`` reads)."""
+        return self._insitu.read_values(start, end)
+
     def variables(self, group: str) -> list[str]:
         """Variables stored in ``group`` (ever written), in registry order."""
         check_group(group, GROUPS)

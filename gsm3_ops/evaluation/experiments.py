@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from gsm3_ops import __version__
-from gsm3_ops.cube import Cube
+from gsm3_ops.cube import Cube, verify_insitu
 from gsm3_ops.evaluation import folds as folding
 from gsm3_ops.evaluation.figures import land_map
 from gsm3_ops.evaluation.locations import (
@@ -82,6 +82,7 @@ def run_experiment(
     first = min(train_period[0], score[0] - dt.timedelta(days=warm))
     last = max(train_period[1], score[1])
     ensure_ranges(dep, cube, [(first, last)], insitu=(first, last))
+    verify_insitu(cube, first, last)  # the folds train on it, and it is scored against
     sites = site_table(cube, opts.against, dep.land_cells, s.regions)
     cells = (g_rows, g_cols)
     if kind == "random-kfold":
@@ -163,6 +164,8 @@ def evaluate_bundle(
     warm = _warmup(dep, opts)
     cube = dep.open_cube()
     ensure_days(dep, cube, start - dt.timedelta(days=warm), end)
+    if opts.against == "insitu":
+        verify_insitu(cube, start, end)
     for ref in opts.references:
         check_reference(ref, cube)
     sites = site_table(cube, opts.against, dep.land_cells, s.regions)

@@ -21,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 
-from gsm3_ops.cube import MISSING, Cube
+from gsm3_ops.cube import MISSING, Cube, verify_insitu
 from gsm3_ops.errors import InputError, UsageError
 from gsm3_ops.model.bundle import Bundle, load_bundle
 from gsm3_ops.ops.deployment import Deployment, RunError
@@ -135,8 +135,11 @@ def _build(
     folds: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """The deployment's bundle: land cells minus the seeded random holdout, training period."""
+    """The deployment's bundle: land cells minus the seeded random holdout, training period.
+    The in-situ targets are verified against their write checksums first (damage is refused
+    naming the repair, never learned from)."""
     t = dep.settings.training
+    verify_insitu(cube, t.start, t.end)
     rows, cols = dep.land_cells
     held = random_holdout(rows.size, t.holdout_fraction, t.seed)
     row0, col0 = dep.domain.row0, dep.domain.col0
