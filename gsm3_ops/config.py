@@ -270,7 +270,8 @@ class ScheduleConfig(_Strict):
     timezone: str = "UTC"
     misfire_grace_s: int = Field(6 * 3600, gt=0)  # a job late by less than this still runs
     # A day's run stops (recorded as failed) when it holds the run lock longer than this;
-    # None: no limit. Applies to run and backfill from the command line (main thread).
+    # None: no limit. Applies to run, each day of backfill, and each scheduled fire (run in
+    # a child process of its own, with a backstop of this plus a grace: ops/fire.py).
     run_deadline_s: int | None = Field(6 * 3600, gt=0)
 
     @field_validator("cron")
