@@ -78,6 +78,13 @@ def features(value: np.ndarray, age: np.ndarray, max_age: int) -> np.ndarray:
     return np.stack([v, a], axis=-1).astype(np.float32)
 
 
+def none_features(shape: tuple[int, ...]) -> np.ndarray:
+    """The DI channels (*shape, 2) of no retrieval at all: what the open loop sees."""
+    out = np.zeros((*shape, N_CHANNELS), np.float32)
+    out[..., 1] = 1.0
+    return out
+
+
 def series_features(obs: np.ndarray, lag: int, max_age: int) -> np.ndarray:
     """DI channels (locations, time, 2) over a whole (locations, time) series of retrievals,
     each day seeing the retrievals at least ``lag`` days old."""

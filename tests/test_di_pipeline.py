@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import rasterio
 import xarray as xr
 
 from gsm3_ops.config import load_settings
@@ -79,6 +80,15 @@ def test_the_bundle_records_di_and_the_day_what_it_absorbed(di_site) -> None:
     stac = dep.settings.publish_root / "stac"
     item = json.loads(next(stac.rglob("*20200301*.json")).read_text())
     assert item["properties"]["gsm3:di_absorbed"] == di["absorbed"]
+    # The open-loop value is its own layer: a COG beside the product, as a STAC asset.
+    assert "soil_moisture_open_loop" in item["assets"]
+    sm = _layers(dep, DAY)["soil_moisture"]
+    with rasterio.open(
+        dep.settings.publish_root / record.outputs["cog"]["soil_moisture_open_loop"]
+    ) as src:
+        ol = src.read(1)
+    assert np.isfinite(ol[land]).all() and np.isnan(ol[~land]).all()
+    assert not np.array_equal(ol[land], sm[land])  # the retrievals moved the DI value
 
 
 def test_a_late_retrieval_is_flagged_and_a_recompute_absorbs_what_the_run_did(

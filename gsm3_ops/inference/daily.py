@@ -51,6 +51,7 @@ class DayOutput:
     tiles: int
     absorbed: tuple[dt.date, ...] = ()
     no_retrieval: np.ndarray | None = None
+    open_loop: np.ndarray | None = None  # a DI bundle's open-loop ensemble mean (m3/m3)
 
 
 class DayPredictor:
@@ -256,6 +257,7 @@ class DayPredictor:
             sd = np.full(shape, np.nan, np.float32)
             gap_filled = np.zeros(shape, bool)
             no_retrieval = np.zeros(shape, bool) if self.bundle.spec.di else None
+            open_loop = np.full(shape, np.nan, np.float32) if self.bundle.spec.di else None
             progress = Progress(log, f"predict {day} ({start.kind} start), tiles", len(tasks))
             for r in runner(run_tile, tasks):
                 t = r.tile
@@ -263,6 +265,8 @@ class DayPredictor:
                 gap_filled[t.rows, t.cols] = r.gap_filled
                 if no_retrieval is not None and r.no_retrieval is not None:
                     no_retrieval[t.rows, t.cols] = r.no_retrieval
+                if open_loop is not None and r.open_loop is not None:
+                    open_loop[t.rows, t.cols] = r.open_loop
                 progress.step()  # a cold start over the globe takes hours: a line a minute
             keys = [t.key for t in tasks]
             for when in sorted(saves):  # the earlier date first: never a later without it
@@ -279,7 +283,8 @@ class DayPredictor:
         if start.kind == "window" and (di := self.bundle.spec.di_spec) is not None:
             last = day - dt.timedelta(days=di.latency[0])  # a pass absorbs day - latency
             absorbed = tuple(d for d in self.retrievals_for(day) if d == last)
-        return DayOutput(mean, sd, gap_filled, start, len(tasks), absorbed, no_retrieval)
+        return DayOutput(mean, sd, gap_filled, start, len(tasks), absorbed, no_retrieval,
+                         open_loop)  # fmt: skip
 
 
 def _has(manifest: dict, group: str) -> bool:

@@ -184,6 +184,11 @@ def read_tile(group: Path, key: str, n_cells: int) -> States:
     return data[0], data[1]
 
 
+def open_loop_key(key: str) -> str:
+    """The array beside tile ``key`` holding a DI bundle's open-loop h and c."""
+    return f"{key}_ol"
+
+
 def di_key(key: str) -> str:
     """The array beside tile ``key`` holding a DI bundle's absorbed retrievals."""
     return f"{key}_di"

@@ -31,11 +31,12 @@ import numpy as np
 
 from gsm3_ops.config import InferenceConfig
 from gsm3_ops.cube import Cube
-from gsm3_ops.di import DIState, absorb, state_features
+from gsm3_ops.di import DIState, absorb, none_features, state_features
 from gsm3_ops.features import assemble_inputs, missing_input_mask, normalise
 from gsm3_ops.grid import Window
 from gsm3_ops.inference.engine import Engine, States
 from gsm3_ops.inference.state import (
+    open_loop_key,
     read_di_tile,
     read_tile,
     stored_dtype,
@@ -103,6 +104,7 @@ class TileResult:
     sd: np.ndarray
     gap_filled: np.ndarray
     no_retrieval: np.ndarray | None = None
+    open_loop: np.ndarray | None = None  # DI bundles: the open-loop ensemble mean
 
 
 @functools.lru_cache(maxsize=4)
@@ -210,26 +212,41 @@ def _step_features(
 def _rows_per_band(engine: Engine, n_days: int, n_cols: int) -> int:
     """Tile rows whose inputs over ``n_days`` fit the memory budget (at least one)."""
     spec = engine.bundle.spec
-    per_row = 4 * n_days * n_cols * (2 * len(spec.forcings) + len(spec.inputs))
+    per_row = 4 * n_days * n_cols * (2 * len(spec.forcings) + spec.n_inputs)
     return max(1, int(engine.memory_budget_gb * 1e9) // per_row)
+
+
+@dataclass
+class Carry:
+    """What a tile carries from one day to the next: h and c (stored form) and, for a DI
+    bundle, the absorbed retrievals and the open-loop h and c (the same network run with no
+    retrieval ever absorbed, published as ``soil_moisture_open_loop``)."""
+
+    state: States
+    di: DIState | None = None
+    open_loop: States | None = None
 
 
 def _pass(
     cube: Cube, engine: Engine, task: TileTask, start: dt.date, end: dt.date
-) -> tuple[np.ndarray, States, np.ndarray, DIState | None]:
+) -> tuple[np.ndarray, Carry, np.ndarray, np.ndarray | None]:
     """Run ``start..end`` from a zero state over the tile, in bands of rows that fit the memory
-    budget; return the last day's outputs, the end state (stored form), the last day's
-    forcing gaps and (DI bundles) the DI state at the end."""
+    budget; return the last day's outputs, what the tile carries at the end, the last day's
+    forcing gaps and (DI bundles) the last day's open-loop outputs."""
     land, win = task.land, task.grid_window
     n_cells, n_days = int(land.sum()), (end - start).days + 1
     spec = engine.bundle.spec
     members, hidden = len(engine.bundle.members), spec.hidden_size
-    out = np.empty((members, n_cells, spec.n_outputs), dtype=np.float32)
     dtype = task.cfg.state_dtype
-    h = np.empty((members, n_cells, hidden), dtype=stored_dtype(dtype))
-    c = np.empty_like(h)
+
+    def outputs() -> tuple[np.ndarray, States]:
+        h = np.empty((members, n_cells, hidden), dtype=stored_dtype(dtype))
+        return np.empty((members, n_cells, spec.n_outputs), np.float32), (h, np.empty_like(h))
+
+    out, (h, c) = outputs()
     gaps = np.empty(n_cells, dtype=bool)
     di = DIState.empty(n_cells) if spec.di else None
+    ol_out, (ol_h, ol_c) = outputs() if spec.di else (None, (None, None))
     band = _rows_per_band(engine, n_days, win.n_cols)
     lo = 0  # land cells are row-major, so a band of rows is a run of cells
     for r in range(0, win.n_rows, band):
@@ -243,33 +260,50 @@ def _pass(
         cells = slice(lo, lo + n)
         if di is not None:
             f, band_di = _pass_features(cube, engine, task, sub, band_land, start, end)
-            x = np.concatenate([x, f], axis=-1)
             di.value[cells], di.day[cells] = band_di.value, band_di.day
+            o, (hb, cb) = engine.advance(np.concatenate([x, none_features(x.shape[:2])], -1),
+                                         None, dtype)  # fmt: skip
+            ol_out[:, cells], ol_h[:, cells], ol_c[:, cells] = o, hb, cb
+            x = np.concatenate([x, f], axis=-1)
         o, (hb, cb) = engine.advance(x, None, dtype)
         out[:, cells], h[:, cells], c[:, cells], gaps[cells] = o, hb, cb, g
         lo += n
-    return out, (h, c), gaps, di
+    open_loop = None if ol_h is None else (ol_h, ol_c)
+    return out, Carry((h, c), di, open_loop), gaps, ol_out
 
 
 def _step(
-    cube: Cube, engine: Engine, task: TileTask, day: dt.date, state: States, di: DIState | None
-) -> tuple[np.ndarray, States, np.ndarray, DIState | None]:
-    """One day from ``state`` (and a DI bundle's ``di``); the new state comes back in the
-    store's form, so a replay continues from exactly what the daily run stored."""
+    cube: Cube, engine: Engine, task: TileTask, day: dt.date, carry: Carry
+) -> tuple[np.ndarray, Carry, np.ndarray, np.ndarray | None]:
+    """One day from what the tile carries; the new states come back in the store's form, so
+    a replay continues from exactly what the daily run stored."""
     x, gaps = _inputs(cube, engine, task.grid_window, task.land, day, day)
-    if di is not None:
-        f, di = _step_features(cube, engine, task, day, di)
-        x = np.concatenate([x, f], axis=-1)
-    out, state = engine.advance(x, state, task.cfg.state_dtype)
-    return out, state, gaps, di
+    dtype = task.cfg.state_dtype
+    if carry.di is None or carry.open_loop is None:
+        out, state = engine.advance(x, carry.state, dtype)
+        return out, Carry(state), gaps, None
+    f, di = _step_features(cube, engine, task, day, carry.di)
+    ol_out, ol_state = engine.advance(np.concatenate([x, none_features(x.shape[:2])], -1),
+                                      carry.open_loop, dtype)  # fmt: skip
+    out, state = engine.advance(np.concatenate([x, f], axis=-1), carry.state, dtype)
+    return out, Carry(state, di, ol_state), gaps, ol_out
 
 
-def _save(task: TileTask, day: dt.date, state: States, di: DIState | None) -> None:
+def _save(task: TileTask, day: dt.date, carry: Carry) -> None:
     for when, group in task.save:
         if when == day:
-            write_tile(Path(group), task.key, state, task.cfg.state_dtype)
-            if di is not None:
-                write_di_tile(Path(group), task.key, di)
+            write_tile(Path(group), task.key, carry.state, task.cfg.state_dtype)
+            if carry.di is not None and carry.open_loop is not None:
+                write_di_tile(Path(group), task.key, carry.di)
+                write_tile(Path(group), open_loop_key(task.key), carry.open_loop,
+                           task.cfg.state_dtype)  # fmt: skip
+
+
+def _load(group: Path, key: str, n_cells: int, di: bool) -> Carry:
+    if not di:
+        return Carry(read_tile(group, key, n_cells))
+    return Carry(read_tile(group, key, n_cells), read_di_tile(group, key, n_cells),
+                 read_tile(group, open_loop_key(key), n_cells))  # fmt: skip
 
 
 def run_tile(task: TileTask) -> TileResult:
@@ -278,34 +312,38 @@ def run_tile(task: TileTask) -> TileResult:
     start, day, n_cells = task.start, task.day, int(task.land.sum())
     spec = engine.bundle.spec
     if start.kind == "window":
-        out, _, gaps, di = _pass(cube, engine, task, start.first_input, day)
+        out, carry, gaps, ol_out = _pass(cube, engine, task, start.first_input, day)
     else:
         prev = day - ONE_DAY
         if start.kind == "cold":
-            _, state, _, di = _pass(cube, engine, task, start.first_input, prev)
-            _save(task, prev, state, di)
+            _, carry, _, _ = _pass(cube, engine, task, start.first_input, prev)
+            _save(task, prev, carry)
         elif start.kind in ("stored", "replay"):
             if start.base is None or task.state_path is None:
                 raise ValueError(f"a {start.kind} start needs a stored state and its store")
             group = Path(task.state_path) / start.base.isoformat()
-            state = read_tile(group, task.key, n_cells)
-            di = read_di_tile(group, task.key, n_cells) if spec.di else None
+            carry = _load(group, task.key, n_cells, bool(spec.di))
             d = start.base + ONE_DAY
             while d < day:  # replay: the daily run's steps, one day at a time
-                _, state, _, di = _step(cube, engine, task, d, state, di)
+                _, carry, _, _ = _step(cube, engine, task, d, carry)
                 d += ONE_DAY
         else:
             raise ValueError(f"unknown start kind {start.kind!r}")
-        out, state, gaps, di = _step(cube, engine, task, day, state, di)
-        _save(task, day, state, di)
+        out, carry, gaps, ol_out = _step(cube, engine, task, day, carry)
+        _save(task, day, carry)
+    shape, land = task.land.shape, task.land
+
+    def layer(values: np.ndarray) -> np.ndarray:
+        full = np.full(shape, np.nan, np.float32)
+        full[land] = values
+        return full
+
     mean, sd = engine.product(out)
-    shape = task.land.shape
-    result = TileResult(
-        task.tile, np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32),
-        np.zeros(shape, bool), None if di is None else np.zeros(shape, bool),
-    )  # fmt: skip
-    result.mean[task.land], result.sd[task.land], result.gap_filled[task.land] = mean, sd, gaps
-    if di is not None and result.no_retrieval is not None:
-        none = state_features(di, day.toordinal(), spec.di_spec.max_age)[:, 1] >= 1
-        result.no_retrieval[task.land] = none
+    result = TileResult(task.tile, layer(mean), layer(sd), np.zeros(shape, bool))
+    result.gap_filled[land] = gaps
+    if carry.di is not None and ol_out is not None and spec.di_spec is not None:
+        result.open_loop = layer(engine.product(ol_out)[0])
+        none = state_features(carry.di, day.toordinal(), spec.di_spec.max_age)[:, 1] >= 1
+        result.no_retrieval = np.zeros(shape, bool)
+        result.no_retrieval[land] = none
     return result

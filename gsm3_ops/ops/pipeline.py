@@ -343,7 +343,12 @@ def _publish(
     land = np.isfinite(sm)
     day_product = DayProduct(
         day=day,
-        layers={"soil_moisture": sm, "soil_moisture_sd": out.sd, "quality_flag": flag},
+        layers={
+            "soil_moisture": sm,
+            "soil_moisture_sd": out.sd,
+            "quality_flag": flag,
+            **({"soil_moisture_open_loop": out.open_loop} if out.open_loop is not None else {}),
+        },
         tags={
             "bundle_id": bundle.bundle_id,
             "inputs": ", ".join(f"{k}:{v}" for k, v in inputs.items()),

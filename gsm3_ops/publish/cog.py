@@ -18,7 +18,7 @@ from rio_cogeo.profiles import cog_profiles
 
 from gsm3_ops.atomicfile import replacing
 from gsm3_ops.grid import EaseGrid, Window
-from gsm3_ops.publish.layers import LAYERS, Layer
+from gsm3_ops.publish.layers import Layer, layer_spec
 
 BLOCKSIZE = 512
 WEB_MERCATOR_SUFFIX = "webmercator"
@@ -59,12 +59,12 @@ def write_cog(
     tags
         GDAL metadata written to the file (date, product version, bundle id, inputs ...).
     layer
-        A name of :data:`~gsm3_ops.publish.layers.LAYERS`: sets data type, no-data value and
+        A product or COG-only layer name (``layers.layer_spec``): sets data type, no-data value and
         overview resampling.
     compression
         ``deflate`` or ``zstd``.
     """
-    spec = LAYERS[layer]
+    spec = layer_spec(layer)
     if data.shape != window.shape:
         raise ValueError(f"data shape {data.shape} does not match window {window.shape}")
     if compression not in ("deflate", "zstd"):
@@ -106,7 +106,7 @@ def write_web_mercator(
     """Reproject the COG ``source`` to a web-optimised COG in EPSG:3857 (WebMercatorQuad tiles,
     zoom chosen by rio-cogeo from the 9 km resolution), atomically. Bilinear resampling for
     float layers, nearest for the flag; beyond +-85.05 degrees latitude is cut off."""
-    spec = LAYERS[layer]
+    spec = layer_spec(layer)
     path = Path(path)
     with replacing(path) as tmp:
         cog_translate(

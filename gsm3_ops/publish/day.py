@@ -39,7 +39,7 @@ from gsm3_ops.publish.cog import (
     write_web_mercator,
 )
 from gsm3_ops.publish.derived import climatology_layers
-from gsm3_ops.publish.layers import BASE_LAYERS, LAYERS
+from gsm3_ops.publish.layers import BASE_LAYERS, COG_ONLY_LAYERS, LAYERS
 from gsm3_ops.publish.manifest import DayManifest, manifest_path
 from gsm3_ops.publish.product import (
     day_index,
@@ -289,7 +289,8 @@ def _stage(
     layers["soil_moisture_anomaly"], layers["soil_moisture_percentile"] = climatology_layers(
         store, day, cfg.start, layers["soil_moisture"], cfg.climatology
     )
-    staged_store = stage_layers(store, tx.dir, layers)
+    zarr_layers = {name: values for name, values in layers.items() if name in LAYERS}
+    staged_store = stage_layers(store, tx.dir, zarr_layers)
     files, assets, cogs = _stage_cogs(tx, root, grid, window, cfg, day, layers, dp.tags)
     web = None
     if cfg.web_mercator:
@@ -321,7 +322,7 @@ def _stage(
         "web_mercator": _rel(web, root) if web else None,
         "files": [_rel(final, root) for final, _ in files],
     }
-    return _Staged(staged_store, layers, files, cogs, item_file, ql, web, outputs)
+    return _Staged(staged_store, zarr_layers, files, cogs, item_file, ql, web, outputs)
 
 
 def _stage_web_mercator(tx: Transaction, final: Path, source: Path, compression: str) -> Path:
@@ -344,7 +345,8 @@ def _stage_cogs(
 ) -> tuple[list[tuple[Path, Path]], list[stac.AssetSpec], dict[str, Path]]:
     files, assets, cogs = [], [], {}
     tags = {**tags, "date": day.isoformat(), "product_version": cfg.version}
-    for name, layer in LAYERS.items():
+    extra = {name: layer for name, layer in COG_ONLY_LAYERS.items() if name in layers}
+    for name, layer in {**LAYERS, **extra}.items():
         final = cog_path(root, day.isoformat(), layer.code)
         staged = tx.stage_path(final)
         write_cog(staged, layers[name], grid, window, tags, name, cfg.compression)

@@ -107,5 +107,23 @@ LAYERS: dict[str, Layer] = {
     )
 }  # fmt: skip
 
+# Layers published as COGs (and STAC assets) only, on the days that have them: a DI bundle's
+# open-loop value. Not in the product Zarr, its time-series copy or the service (yet).
+COG_ONLY_LAYERS: dict[str, Layer] = {
+    "soil_moisture_open_loop": Layer(
+        "soil_moisture_open_loop", "ol", "float32", np.nan, _SM,
+        "surface soil moisture 0-5 cm, ensemble mean of the DI model run without retrievals "
+        "(open loop)", valid_range=variables.PRODUCT_RANGE,
+    ),
+}  # fmt: skip
+
+
+def layer_spec(name: str) -> Layer:
+    """The layer called ``name``, a product layer or a COG-only one."""
+    if name in LAYERS:
+        return LAYERS[name]
+    return COG_ONLY_LAYERS[name]
+
+
 # What the model produces; the anomaly and percentile are derived from the product history.
 BASE_LAYERS = ("soil_moisture", "soil_moisture_sd", "quality_flag")
