@@ -56,7 +56,7 @@ def _fake_model(monkeypatch) -> None:
         p = _prediction(dep)
         start = Start("stored", day, day - dt.timedelta(days=1))
         out = DayOutput(p["soil_moisture"], p["soil_moisture_sd"], p["gap_filled"], start, 1)
-        return SimpleNamespace(bundle_id="b-1"), out
+        return SimpleNamespace(bundle_id="b-1", spec=SimpleNamespace(di_spec=None)), out
 
     monkeypatch.setattr(pipeline, "plan_day", plan)
     monkeypatch.setattr(pipeline, "_predict", predict)
