@@ -107,3 +107,26 @@ def test_credentials_from_files_as_container_secrets_mount_them(tmp_path, monkey
     monkeypatch.setenv("EARTHDATA_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"^EARTHDATA_TOKEN_FILE: cannot read .*missing"):
         load_secret_files()
+
+
+def _echo_credentials() -> None:
+    for fake in FAKES:
+        logging.getLogger("gsm3_ops.test").warning("a reader in a worker echoed %s", fake)
+
+
+def test_ingest_worker_processes_mask_the_configured_credentials(settings, capfd) -> None:
+    """Long ingests run in spawned worker processes: they log as the parent does, with the
+    configuration's credentials masked (the child never saw the parent's masking)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from gsm3_ops.ops.ingest import worker_setup
+
+    setup = ((False, True), settings.model_dump(mode="json"))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=worker_setup, initargs=setup) as pool:  # fmt: skip
+        pool.submit(_echo_credentials).result()
+    err = capfd.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert len(lines) == len(FAKES) and all("***" in r["message"] for r in lines), err
+    assert not [f for f in FAKES if f in err]

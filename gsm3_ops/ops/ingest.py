@@ -23,6 +23,7 @@ from gsm3_ops.ops.ingest_day import (
     ingest_day,
 )
 from gsm3_ops.ops.lock import run_lock
+from gsm3_ops.secrets import masked_config
 from gsm3_ops.sources.base import GriddedSource
 from gsm3_ops.sources.catalog import GRIDDED, INSITU, STATIC, check_names
 from gsm3_ops.variables import feature_set
@@ -141,11 +142,19 @@ def ingest_days(
     size = -(-len(days) // workers)
     parts = [list(days[i : i + size]) for i in range(0, len(days), size)]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(parts), mp_context=context, initializer=setup_logging,
-                             initargs=current_setup()) as pool:  # fmt: skip
+    setup = (current_setup(), dep.settings.model_dump(mode="json"))
+    with ProcessPoolExecutor(len(parts), mp_context=context, initializer=worker_setup,
+                             initargs=setup) as pool:  # fmt: skip
         n = len(parts)
         done = pool.map(_ingest_part, [dep.settings] * n, [names] * n, [opts] * n, parts)
         return [report for part in done for report in part]
+
+
+def worker_setup(logging_setup: tuple[bool, bool], config: dict) -> None:
+    """A worker process's logging as its parent's, with the configuration's credentials
+    (``config``, a settings dump) masked in every line it logs."""
+    setup_logging(*logging_setup)
+    masked_config(config)
 
 
 def _ingest_part(
