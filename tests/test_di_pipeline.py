@@ -142,3 +142,24 @@ def test_cells_without_a_retrieval_run_open_loop_and_are_flagged(world_site, tmp
     assert (out["quality_flag"][land] & FLAG_NO_RETRIEVAL).all()
     assert (out["quality_flag"][land] & FLAG_RETRIEVAL_LATE).all()
     assert DayManifest.load(dep.settings.publish_root, day).di["absorbed"] == []
+
+
+def test_gsm3_ops_evaluate_scores_a_di_bundle_with_its_retrievals(di_site, tmp_path) -> None:
+    """`gsm3-ops evaluate --model` runs a DI bundle on the retrievals at its latency, and
+    its scores are finite correlations."""
+    import pandas as pd
+
+    from tests.test_evaluation_experiments import evaluate
+
+    dep = di_site
+    bundle = existing_bundle(dep).path
+    config = tmp_path / "di.yaml"
+    config.write_text(dep.settings.to_yaml())
+    out = tmp_path / "eval"
+    args = ("--model", str(bundle), "--against", "smap", "--min-pairs", "8",
+            "--start", "2019-10-01", "--end", "2019-12-31")  # fmt: skip
+    result = evaluate(config, out, *args)
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(out / "site_metrics.csv")
+    r = scores.loc[scores["model"] == "GSM3", "r"]
+    assert len(r) and np.isfinite(r).all() and (r.abs() <= 1).all()

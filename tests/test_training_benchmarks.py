@@ -69,3 +69,30 @@ def test_uscrn_stations_are_joined_over_the_years(fixtures) -> None:
 def test_api_is_a_decaying_sum_of_rain() -> None:
     p = np.array([[10.0], [0.0], [np.nan], [5.0]])
     assert np.allclose(uscrn.api(p, 0.5)[:, 0], [10.0, 5.0, 2.5, 6.25])
+
+
+@pytest.mark.parametrize("name", ["conus_di", "conus_di_kernels"])
+def test_di_benchmarks_run_end_to_end_on_the_conus_database(fixtures, tmp_path, name) -> None:
+    """Both DI benchmarks train (two updates), score and write their JSON: the scores are
+    correlations over the cells they name, so a long run cannot fail at its end."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / f"{name}.json"
+    env = os.environ | {"GSM3_FIXTURES": str(fixtures), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--json", str(out), "--quiet",
+           "--threads", "1", "--max-iterations", "2"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    scores = (
+        [result["open_loop"], *result["di"].values()]
+        if name == "conus_di"
+        else list(result["validation"].values())
+    )
+    assert {"median_r", "median_rmse", "median_ubrmse", "n_sites"} <= scores[0].keys()
+    assert all(-1 <= s["median_r"] <= 1 and s["n_sites"] > 50 for s in scores)
+    if name == "conus_di":
+        assert set(result["di"]) == {"lag1", "lag2", "lag3"}

@@ -108,8 +108,9 @@ def run_experiment(
     forcings, statics = (list(v) for v in feature_set(s.model.feature_set))
     read_start = score_start - dt.timedelta(days=warm)
     inputs = read_inputs(
-        cube, forcings, statics, read_start, score_end, cells_of(sites, dep.domain)
-    )
+        cube, forcings, statics, read_start, score_end, cells_of(sites, dep.domain),
+        retrievals="smap" if s.model.di is not None else None,
+    )  # fmt: skip
     pred = np.full(((score_end - score_start).days + 1, len(sites)), np.nan)
     fold_col = np.full(len(sites), "", dtype=object)
     fold_info = []
@@ -197,6 +198,7 @@ def evaluate_bundle(
             start - dt.timedelta(days=warm),
             end,
             cells_of(sites, dep.domain),
+            retrievals=spec.di_spec.target if spec.di_spec is not None else None,
         )
         head = target_head(bundle, opts.against)
         device = pick_device(s.inference.device)

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from gsm3_ops import variables
 from gsm3_ops.cube import Cube
-from gsm3_ops.features import assemble_inputs, denormalise
+from gsm3_ops.di import series_features
+from gsm3_ops.features import assemble_inputs, denormalise, normalise
 from gsm3_ops.inference.engine import Engine
 from gsm3_ops.model.bundle import Bundle
 from gsm3_ops.training.dataset import CellSet, read_cells
@@ -25,16 +26,19 @@ SITE_BATCH = 256  # sites assembled and run at once: bounds the input array's me
 
 @dataclass
 class RawInputs:
-    """Unnormalised inputs at sites: forcings (time, sites) and statics (sites,)."""
+    """Unnormalised inputs at sites: forcings (time, sites), statics (sites,) and, for a DI
+    bundle, the retrievals it absorbs (time, sites; NaN where none)."""
 
     forcing: dict[str, np.ndarray]
     static: dict[str, np.ndarray]
+    retrievals: np.ndarray | None = None
 
     def take(self, columns: np.ndarray) -> RawInputs:
         """The inputs of a subset of sites (integer or boolean index)."""
         return RawInputs(
             {k: v[:, columns] for k, v in self.forcing.items()},
             {k: v[columns] for k, v in self.static.items()},
+            None if self.retrievals is None else self.retrievals[:, columns],
         )
 
 
@@ -54,10 +58,16 @@ def read_inputs(
     start: dt.date,
     end: dt.date,
     cells: CellSet,
+    retrievals: str | None = None,
 ) -> RawInputs:
-    """Raw inputs at ``cells`` for ``start..end`` from the cube."""
+    """Raw inputs at ``cells`` for ``start..end`` from the cube; ``retrievals``: also that
+    daily variable (a DI bundle's target, e.g. ``smap``)."""
     forcing, static = read_cells(cube, forcings, statics, start, end, cells)
-    return RawInputs(forcing, static)
+    obs = None
+    if retrievals is not None:
+        values = cube.read(retrievals, [retrievals], start, end)[retrievals].values
+        obs = np.asarray(values)[:, cells.rows, cells.cols]
+    return RawInputs(forcing, static, obs)
 
 
 def target_head(bundle: Bundle, against: str) -> str:
@@ -92,6 +102,11 @@ def predict_series(
     for a in range(0, n_sites, SITE_BATCH):
         part = inputs.take(np.arange(a, min(a + SITE_BATCH, n_sites)))
         x = assemble_inputs(part.forcing, part.static, spec.forcings, spec.statics, spec.stats)
+        if (di := spec.di_spec) is not None:  # retrievals at the latency, from the period
+            if part.retrievals is None:
+                raise ValueError("a DI bundle's prediction needs the retrievals it absorbs")
+            z = normalise(part.retrievals, di.target, spec.stats).T
+            x = np.concatenate([x, series_features(z, di.latency[0], di.max_age)], axis=-1)
         y = engine.series(x)[..., k]  # (member, time, sites), normalised
         values = np.clip(denormalise(y, target, spec.stats), lo, hi)
         out[:, a : a + x.shape[0]] = values.mean(axis=0)
