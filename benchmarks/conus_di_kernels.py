@@ -50,13 +50,10 @@ def closed_loop(
 ) -> torch.Tensor:
     """hydroDL's closed loop over (time, batch, n_in) inputs: day t also sees the retrieval of
     day t - lag (``obs``, (time, batch), NaN where none) or else its own output of day t - 1.
-    Weight-drop masks are drawn once per call while training, as ``WeightDropLSTM`` does."""
+    Weight-drop masks are drawn once per call while training (``WeightDropLSTM``'s draw)."""
     lstm = net.lstm.lstm
-    w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
-    if train and net.lstm.dropout > 0:
-        keep = 1.0 - net.lstm.dropout
-        w_ih = w_ih * (torch.rand(w_ih.shape) < keep) / keep
-        w_hh = w_hh * (torch.rand(w_hh.shape) < keep) / keep
+    dropped = train and net.lstm.dropout > 0
+    w = net.lstm.dropped_weights() if dropped else dict(lstm.named_parameters())
     n_time, batch = x.shape[:2]
     h = c = torch.zeros(batch, lstm.hidden_size)
     y_prev = torch.zeros(batch)
@@ -66,7 +63,10 @@ def closed_loop(
         seen = obs[src.clamp(min=0), torch.arange(batch)]
         seen = torch.where((src >= 0) & ~torch.isnan(seen), seen, y_prev)
         xt = torch.relu(net.linear_in(torch.cat([x[t], seen[:, None]], dim=1)))
-        gates = xt @ w_ih.T + lstm.bias_ih_l0 + h @ w_hh.T + lstm.bias_hh_l0
+        # torch.nn.LSTM's cell, one day at a time (a module call per day costs a third more)
+        gates = (
+            xt @ w["weight_ih_l0"].T + w["bias_ih_l0"] + h @ w["weight_hh_l0"].T + w["bias_hh_l0"]
+        )
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)

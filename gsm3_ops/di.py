@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 N_CHANNELS = 2
+RETRIEVALS = "smap"  # the cube variable a DI model absorbs (and its target)
 NO_DAY = -(2**31)  # the day index of "no retrieval yet"
 
 

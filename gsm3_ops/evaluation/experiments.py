@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from gsm3_ops import __version__
 from gsm3_ops.cube import Cube, verify_insitu
+from gsm3_ops.di import RETRIEVALS
 from gsm3_ops.evaluation import folds as folding
 from gsm3_ops.evaluation.figures import land_map
 from gsm3_ops.evaluation.locations import (
@@ -109,7 +110,7 @@ def run_experiment(
     read_start = score_start - dt.timedelta(days=warm)
     inputs = read_inputs(
         cube, forcings, statics, read_start, score_end, cells_of(sites, dep.domain),
-        retrievals="smap" if s.model.di is not None else None,
+        retrievals=RETRIEVALS if s.model.di is not None else None,
     )  # fmt: skip
     pred = np.full(((score_end - score_start).days + 1, len(sites)), np.nan)
     fold_col = np.full(len(sites), "", dtype=object)

@@ -28,6 +28,10 @@ class WeightDropLSTM(nn.Module):
         """Run the sequence ``x`` (time, batch, input) from ``state`` (zeros when None)."""
         if not (self.training and self.dropout > 0):
             return self.lstm(x, state)
+        return functional_call(self.lstm, self.dropped_weights(generator), (x, state))
+
+    def dropped_weights(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The LSTM's parameters with one fresh weight-drop mask on each weight matrix."""
         keep = 1.0 - self.dropout
         params = {}
         for name, p in self.lstm.named_parameters():
@@ -37,7 +41,7 @@ class WeightDropLSTM(nn.Module):
                 mask = torch.rand(p.shape, generator=generator, device=p.device) < keep
                 p = p * mask / keep
             params[name] = p
-        return functional_call(self.lstm, params, (x, state))
+        return params
 
 
 class GSM3Net(nn.Module):

@@ -33,7 +33,7 @@ import numpy as np
 from gsm3_ops import __version__
 from gsm3_ops.config import DIConfig, Settings
 from gsm3_ops.cube import Cube
-from gsm3_ops.di import DISpec
+from gsm3_ops.di import RETRIEVALS, DISpec
 from gsm3_ops.errors import TrainingError
 from gsm3_ops.model.bundle import BundleSpec, save_bundle
 from gsm3_ops.training.dataset import CellSet, build_training_data
@@ -184,10 +184,10 @@ def _di(cfg: DIConfig | None, targets: list[str]) -> dict:
     """The bundle's DI record: SMAP retrievals, lags latency..latency + late days."""
     if cfg is None:
         return {}
-    if "smap" not in targets:
+    if RETRIEVALS not in targets:
         raise TrainingError("model.di absorbs SMAP retrievals: model.targets must include smap")
     lags = (cfg.latency_days, cfg.latency_days + cfg.late_days)
-    return DISpec("smap", lags, cfg.max_age_days).to_json()
+    return DISpec(RETRIEVALS, lags, cfg.max_age_days).to_json()
 
 
 def _cell_list(cells: CellSet | None) -> dict[str, list[int]] | None:
